@@ -1,0 +1,37 @@
+# Two commands for a fresh machine (README.md):
+#   make demo   prepare HDFS_2pct, train the small preset, evaluate it
+#   make test   lint and run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DATA   ?= ../shared/data
+OUT    ?= out
+SEED   ?= 0
+
+.PHONY: venv demo test lint bench clean
+
+# The environment is built once and refreshed when pyproject.toml changes.
+$(BIN)/logllm: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first and pinned: the CPU wheel; an unpinned torch pulls GBs of CUDA packages.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(BIN)/logllm
+
+venv: $(BIN)/logllm
+
+demo: venv
+	$(BIN)/logllm prepare hdfs --log $(DATA)/HDFS_2pct/HDFS_2pct.log \
+	    --labels $(DATA)/HDFS_2pct/anomaly_label.csv --seed $(SEED) --out $(OUT)/hdfs_2pct
+	$(BIN)/logllm train --data $(OUT)/hdfs_2pct --out $(OUT)/run_small --preset small --seed $(SEED)
+	$(BIN)/logllm evaluate $(OUT)/run_small --data $(OUT)/hdfs_2pct --split test
+
+lint: venv
+	$(BIN)/ruff check src tests benchmarks
+
+test: venv lint
+	$(BIN)/python -m pytest -q -ra
+
+clean:
+	rm -rf $(OUT) .pytest_cache

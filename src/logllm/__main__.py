@@ -1,0 +1,5 @@
+import sys
+
+from logllm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,59 @@
+"""Shared fixtures: where the sample data lives, and a tiny prepared folder built in code."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from logllm.data.dataset import write_prepared
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("LOGLLM_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """`../shared/data` (the labeled HDFS, BGL and Thunderbird slices); skips where it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"sample data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+def make_sequences(rows: list[tuple[str, int | None, list[int]]]) -> pl.DataFrame:
+    """A split table from (sequence_id, label, message_ids); line numbers are made up, file 0."""
+    line = 0
+    files, lines = [], []
+    for _, _, ids in rows:
+        files.append([0] * len(ids))
+        lines.append(list(range(line + 1, line + 1 + len(ids))))
+        line += len(ids)
+    return pl.DataFrame({
+        "sequence_id": [r[0] for r in rows],
+        "label": [r[1] for r in rows],
+        "message_ids": [r[2] for r in rows],
+        "file_index": files,
+        "line_numbers": lines,
+    })
+
+
+@pytest.fixture
+def tiny_prepared(tmp_path: Path) -> Path:
+    """A prepared folder with a learnable pattern: sequences containing message 3 are anomalous."""
+    rng = np.random.default_rng(0)
+    messages = ["open file <*>", "read <*> bytes", "close file <*>", "disk failure on <*>", "retry <*>"]
+    splits = {}
+    for name, n in (("train", 64), ("val", 16), ("test", 32)):
+        rows = []
+        for i in range(n):
+            ids = list(rng.choice([0, 1, 2, 4], size=int(rng.integers(3, 9))))
+            label = int(i % 4 == 0)
+            if label:
+                ids.insert(int(rng.integers(0, len(ids))), 3)
+            rows.append((f"{name}-{i}", label, [int(x) for x in ids]))
+        splits[name] = make_sequences(rows)
+    manifest = {"family": "synthetic", "seed": 0, "inputs": [{"path": "synthetic.log", "bytes": 0, "sha256": ""}]}
+    return write_prepared(tmp_path / "prepared", messages, splits, manifest)
