@@ -28,7 +28,7 @@ demo: venv
 	$(BIN)/logllm evaluate $(OUT)/run_small --data $(OUT)/hdfs_2pct --split test
 
 lint: venv
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check .
 
 test: venv lint
 	$(BIN)/python -m pytest -q -ra
