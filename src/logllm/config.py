@@ -219,8 +219,16 @@ PRESET_NAMES: tuple[str, ...] = ("small", "paper")
 
 # -- overrides from files and dicts --------------------------------------------------------------
 
+def _none(value: Any) -> Any:
+    """TOML has no null: the string "none" in a file means None (unset), also inside nested tables."""
+    if isinstance(value, dict):
+        return {k: _none(v) for k, v in value.items()}
+    return None if isinstance(value, str) and value.lower() == "none" else value
+
+
 def _coerce(value: Any, current: Any, where: str) -> Any:
     """Check a scalar from a file against the current value's type (int may stand for float)."""
+    value = _none(value)
     if current is None or value is None:
         return value
     if isinstance(current, bool):
@@ -241,6 +249,7 @@ def _apply_stage(stage: StageConfig, data: dict[str, Any], where: str) -> StageC
         if key not in known:
             raise ConfigError(f"{where}: unknown stage key {key!r}; known keys: {sorted(known)}")
         current = getattr(stage, key)
+        value = _none(value)
         if key == "max_samples" and value is not None and not isinstance(value, int):
             raise ConfigError(f"{where}.max_samples: expected an integer, got {value!r}")
         changes[key] = value if key == "max_samples" else _coerce(value, current, f"{where}.{key}")
@@ -258,7 +267,7 @@ def apply_overrides(config: TrainConfig, data: dict[str, Any], where: str = "con
         if key == "model":
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}: [model] must be a table, got {value!r}")
-            merged = {**config.model.to_dict(), **value}
+            merged = {**config.model.to_dict(), **{k: _none(v) for k, v in value.items()}}
             try:
                 config.model = ModelConfig.from_dict(merged)
             except (TypeError, ValueError) as err:
@@ -281,6 +290,7 @@ def apply_overrides(config: TrainConfig, data: dict[str, Any], where: str = "con
                     stages.append(_apply_stage(StageConfig(name, [], 1.0), entry, f"{where} stages[{name}]"))
             config.stages = stages
         elif key in optional or key == "preset":
+            value = _none(value)
             if value is not None and not isinstance(value, (int, float, str)):
                 raise ConfigError(f"{where}: {key} expected a number, got {value!r}")
             setattr(config, key, value)
@@ -346,9 +356,9 @@ def _toml_value(value: Any) -> str:
 def _toml_table(data: dict[str, Any], prefix: str, lines: list[str]) -> None:
     tables, arrays = [], []
     for key, value in data.items():
-        if value is None:  # TOML has no null: a missing key reads back as the default None
-            continue
-        if isinstance(value, dict):
+        if value is None:  # TOML has no null; "none" reads back as None (a missing key would mean "keep")
+            lines.append(f'{key} = "none"')
+        elif isinstance(value, dict):
             tables.append((key, value))
         elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
             arrays.append((key, value))
@@ -364,7 +374,7 @@ def _toml_table(data: dict[str, Any], prefix: str, lines: list[str]) -> None:
 
 
 def to_toml(data: dict[str, Any]) -> str:
-    """TOML text for a dict of scalars, lists, nested tables and lists of tables (None values left out)."""
+    """TOML text for a dict of scalars, lists, nested tables and lists of tables (None written as "none")."""
     lines: list[str] = []
     _toml_table(data, "", lines)
     return "\n".join(lines).lstrip("\n") + "\n"

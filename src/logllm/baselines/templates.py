@@ -19,6 +19,7 @@ fingerprint matches.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -31,6 +32,7 @@ import polars as pl
 
 from logllm.baselines.base import Resources
 from logllm.data.dataset import PreparedData
+from logllm.embeddings import Pooling
 from logllm.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -260,9 +262,20 @@ def build_resources(
     vector_fn: Callable[[list[str]], np.ndarray] | None = None,
     token_vector_fn: Callable[[list[str]], list[np.ndarray]] | None = None,
     store: bool = True,
+    pooling: Pooling = "mean",
 ) -> BenchResources:
-    """Resources for one bench run: Drain templates (train split only) and lazy encoder vectors."""
+    """Resources for one bench run: Drain templates (train split only) and lazy encoder vectors.
+
+    Semantic message vectors are the `small` preset's MiniLM encoder (`encode_texts`), with
+    ``pooling="mean"`` by default: all-MiniLM-L6-v2 was trained as a sentence encoder with mean
+    pooling, while its BERT pooler output (what LogLLM feeds its projector) is nearly the same
+    vector for every HDFS message (per-dimension spread ~0.03). ``vector_fn`` overrides it (tests).
+    """
     table = load_or_fit_templates(data, config, store=store)
+    if vector_fn is None:
+        from logllm.embeddings import encode_texts
+
+        vector_fn = functools.partial(encode_texts, pooling=pooling)
     return BenchResources(
         message_texts=list(data.messages),
         template_of_message=table.template_of_message,

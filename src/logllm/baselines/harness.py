@@ -1,0 +1,362 @@
+"""The bench: every baseline on the same prepared folder, by the same code path for data and metrics.
+
+`run_bench(data_dir, methods, seeds, out)` loads the prepared folder, fits Drain templates on its
+training split (`templates`), hands each method the inputs its kind of supervision allows, times
+training and testing separately, and writes a Table-II-style summary.
+
+What each kind of method sees (the harness enforces it; the rules are those of `base`):
+
+- every method: test sequences without labels; the validation split (when the folder has one)
+  with labels, for choosing a decision threshold only (``semi_val`` restricts what semi-supervised
+  and training-free methods get from it: ``labeled``, ``normal`` = its normal sequences without
+  labels, or ``none``);
+- supervised: the labeled training sequences with their labels;
+- semi-supervised: the normal training sequences only, without labels;
+- training-free: the normal training sequences as its reference set, without labels.
+
+Sequences whose label is unknown are left out of training and of the metrics, and counted.
+
+Metrics are those of the paper (precision, recall, F1 of the anomalous class, Eq. 2-4) plus accuracy
+and ROC-AUC of the method's scores where both classes are present. Outputs in ``out``:
+``runs.csv`` (one row per method and seed), ``table.csv`` and ``table.md`` (mean and sample
+standard deviation over seeds), and ``bench.json`` (data, seeds, parameters, versions, timings of
+the shared preprocessing).
+
+LogLLM joins through the same interface: `RunFolderMethod` wraps a trained run folder
+(``logllm train`` output) as a `Method`; pass run folders as ``logllm_runs``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import pkgutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import numpy as np
+import polars as pl
+
+from logllm.baselines.base import REGISTRY, Method, MethodInput, Resources, Supervision
+from logllm.baselines.templates import BenchResources, DrainConfig, build_resources
+from logllm.data.dataset import PreparedData
+from logllm.embeddings import Pooling
+from logllm.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+SemiVal = Literal["labeled", "normal", "none"]
+
+
+def load_methods() -> dict[str, type[Method]]:
+    """Import every module of `logllm.baselines` so that their ``@register`` decorators run.
+
+    A module that fails to import raises (naming the module) instead of leaving its method out.
+    """
+    import logllm.baselines as package
+
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        name = f"{package.__name__}.{info.name}"
+        try:
+            importlib.import_module(name)
+        except Exception as err:
+            raise ImportError(f"baseline module {name} failed to import: {err!r}") from err
+    return dict(REGISTRY)
+
+
+def resolve_methods(names: str | Sequence[str]) -> list[str]:
+    """Method names from a comma list or sequence; ``all`` is every registered method."""
+    registry = load_methods()
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    out: list[str] = []
+    for n in names:
+        if n == "all":
+            out.extend(m for m in sorted(registry) if m not in out)
+        elif n == RunFolderMethod.name:
+            out.append(n)
+        elif n not in registry:
+            raise ConfigError(f"--methods: unknown method {n!r}; registered: {', '.join(sorted(registry))}")
+        elif n not in out:
+            out.append(n)
+    if not out:
+        raise ConfigError("--methods: no method given; name some (e.g. knn,dt) or `all`")
+    return out
+
+
+@dataclass
+class BenchInputs:
+    """What one kind of supervision gets from a prepared folder, and the held-back test labels."""
+
+    train: MethodInput
+    val: MethodInput | None
+    test: MethodInput
+    test_labels: np.ndarray
+    test_ids: list[str]
+
+
+def build_inputs(data: PreparedData, resources: Resources, supervision: Supervision,
+                 semi_val: SemiVal = "labeled") -> BenchInputs:
+    """The inputs a method of kind ``supervision`` may see (see the module docstring)."""
+    train = data.sequences("train")
+    known = train.labels >= 0
+    if (~known).any():
+        log.info("train: %d of %d sequences have no label and are left out of training",
+                 int((~known).sum()), len(train))
+    if supervision == "supervised":
+        keep = np.flatnonzero(known)
+        tr = MethodInput([train.message_ids[i] for i in keep], resources, train.labels[keep].astype(np.int64))
+    else:
+        keep = np.flatnonzero(train.labels == 0)
+        log.debug("%s: %d normal training sequences (%d anomalous withheld)", supervision, len(keep),
+                  int((train.labels == 1).sum()))
+        tr = MethodInput([train.message_ids[i] for i in keep], resources)
+    if len(tr) == 0:
+        raise DataError(f"{data.root}: no usable training sequences for a {supervision} method "
+                        f"({len(train)} in train.parquet, {int((train.labels == 0).sum())} normal)")
+    val = None
+    if data.has_split("val"):
+        v = data.sequences("val")
+        if supervision == "supervised" or semi_val == "labeled":
+            keep = np.flatnonzero(v.labels >= 0)
+            val = MethodInput([v.message_ids[i] for i in keep], resources, v.labels[keep].astype(np.int64))
+        elif semi_val == "normal":
+            keep = np.flatnonzero(v.labels == 0)
+            val = MethodInput([v.message_ids[i] for i in keep], resources)
+    test = data.sequences("test")
+    keep = np.flatnonzero(test.labels >= 0)
+    if len(keep) < len(test):
+        log.warning("test: %d of %d sequences have no label and are left out of the metrics",
+                    len(test) - len(keep), len(test))
+    if len(keep) == 0:
+        raise DataError(f"{data.root}: test.parquet has no labeled sequence to measure against")
+    return BenchInputs(
+        train=tr,
+        val=val,
+        test=MethodInput([test.message_ids[i] for i in keep], resources),
+        test_labels=test.labels[keep].astype(np.int64),
+        test_ids=[test.ids[i] for i in keep],
+    )
+
+
+def metrics(labels: np.ndarray, pred: np.ndarray, scores: np.ndarray | None = None) -> dict[str, float]:
+    """Precision, recall, F1 of the anomalous class, accuracy, counts, and ROC-AUC where defined."""
+    y = np.asarray(labels).astype(bool)
+    p = np.asarray(pred).astype(bool)
+    tp, fp = int((p & y).sum()), int((p & ~y).sum())
+    fn, tn = int((~p & y).sum()), int((~p & ~y).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    out = {"precision": precision, "recall": recall, "f1": f1, "accuracy": (tp + tn) / max(len(y), 1),
+           "tp": tp, "fp": fp, "fn": fn, "tn": tn, "roc_auc": float("nan")}
+    if scores is not None and y.any() and (~y).any():
+        s = np.asarray(scores, dtype=np.float64)
+        if np.isfinite(s).all() and s.max() > s.min():
+            from sklearn.metrics import roc_auc_score
+
+            out["roc_auc"] = float(roc_auc_score(y, s))
+    return out
+
+
+class RunFolderMethod(Method):
+    """LogLLM (or any model with the run-folder contract) as a bench method: the extension point.
+
+    Parameters: ``run`` (a folder written by ``logllm train``). Nothing is trained here: ``fit``
+    loads the model (train seconds are then taken from the run's ``train_log.jsonl`` when present),
+    ``score`` is ``LogLLM.score`` on the masked texts, and ``predict`` uses the run's threshold
+    (chosen on its validation split at training time).
+    """
+
+    name: ClassVar[str] = "logllm"
+    supervision = "supervised"
+    paper: ClassVar[str] = "Guan et al., arXiv 2411.08561 (LogLLM)"
+
+    def fit(self, train: MethodInput, val: MethodInput | None = None) -> None:
+        from logllm.model import LogLLM  # type: ignore[attr-defined]
+
+        run = self.params.get("run")
+        if not run:
+            raise ConfigError("logllm: give the trained run folder with --logllm-run DIR")
+        self.model = LogLLM.from_pretrained(run)
+        self.trained_seconds = _run_train_seconds(Path(str(run)))
+
+    def score(self, data: MethodInput) -> np.ndarray:
+        texts = data.resources.message_texts
+        return np.asarray(self.model.score([[texts[m] for m in seq] for seq in data.messages]), dtype=np.float64)
+
+    def predict(self, data: MethodInput) -> np.ndarray:
+        return self.score(data) > float(self.model.threshold)
+
+
+def _run_train_seconds(run: Path) -> float | None:
+    path = run / "train_log.jsonl"
+    if not path.is_file():
+        return None
+    last = None
+    for line in path.read_text().splitlines():
+        if line.strip():
+            last = json.loads(line)
+    return float(last["elapsed"]) if last and "elapsed" in last else None
+
+
+def run_bench(
+    data_dir: str | Path,
+    methods: str | Sequence[str] = "all",
+    seeds: Sequence[int] = (0, 1, 2),
+    out: str | Path | None = None,
+    params: Mapping[str, Mapping[str, object]] | None = None,
+    threads: int = 1,
+    semi_val: SemiVal = "labeled",
+    drain: DrainConfig | None = None,
+    logllm_runs: Sequence[str | Path] = (),
+    vector_fn: Callable[[list[str]], np.ndarray] | None = None,
+    token_vector_fn: Callable[[list[str]], list[np.ndarray]] | None = None,
+    command: str = "",
+    pooling: Pooling = "mean",
+) -> pl.DataFrame:
+    """Run ``methods`` x ``seeds`` on one prepared folder; returns the summary table (one row per method).
+
+    ``params`` maps a method name to its keyword parameters (``threads`` is added to every one
+    unless given). ``vector_fn`` / ``token_vector_fn`` replace the MiniLM encoder (tests). When
+    ``out`` is given, writes runs.csv, table.csv, table.md and bench.json there.
+    """
+    names = resolve_methods(methods)
+    registry = dict(REGISTRY)
+    registry[RunFolderMethod.name] = RunFolderMethod
+    if RunFolderMethod.name in names and not logllm_runs:
+        raise ConfigError("--methods logllm needs the trained run folder(s): --logllm-run DIR")
+    if logllm_runs and len(logllm_runs) not in (1, len(seeds)):
+        raise ConfigError(f"--logllm-run: give one run folder or one per seed ({len(seeds)}), "
+                          f"got {len(logllm_runs)}")
+    if logllm_runs and RunFolderMethod.name not in names:
+        names.append(RunFolderMethod.name)
+    if not seeds:
+        raise ConfigError("--seeds: give at least one seed, e.g. 0,1,2")
+    params = {k: dict(v) for k, v in (params or {}).items()}
+    for key in params:
+        if key not in registry:
+            raise ConfigError(f"--set: unknown method {key!r} in a parameter; registered: {', '.join(sorted(registry))}")
+
+    data = PreparedData(data_dir)
+    t0 = time.perf_counter()
+    resources = build_resources(data, drain, vector_fn=vector_fn, token_vector_fn=token_vector_fn,
+                                pooling=pooling)
+    prep = {"templates_s": time.perf_counter() - t0}
+    # Shared per-message work is done once, up front, so that no method's timing carries it
+    # (skipped when no selected method declares a use: `uses_vectors` / `needs_token_vectors`).
+    if any(getattr(registry[n], "uses_vectors", True) for n in names):
+        t0 = time.perf_counter()
+        resources.message_vectors()
+        prep["message_vectors_s"] = time.perf_counter() - t0
+    if any(getattr(registry[n], "needs_token_vectors", False) for n in names) and isinstance(resources, BenchResources):
+        t0 = time.perf_counter()
+        resources.message_token_vectors()
+        prep["token_vectors_s"] = time.perf_counter() - t0
+    inputs: dict[str, BenchInputs] = {}
+    rows = []
+    for name in names:
+        cls = registry[name]
+        if cls.supervision not in inputs:
+            inputs[cls.supervision] = build_inputs(data, resources, cls.supervision, semi_val)
+        inp = inputs[cls.supervision]
+        for k, seed in enumerate(seeds):
+            kw = dict(params.get(name, {}))
+            kw.setdefault("threads", threads)
+            if cls is RunFolderMethod:
+                kw["run"] = str(logllm_runs[k if len(logllm_runs) > 1 else 0])
+            method = cls(seed=seed, **kw)
+            t0 = time.perf_counter()
+            method.fit(inp.train, inp.val)
+            train_s = time.perf_counter() - t0
+            if cls is RunFolderMethod and getattr(method, "trained_seconds", None) is not None:
+                train_s = float(method.trained_seconds)  # type: ignore[attr-defined]
+            t0 = time.perf_counter()
+            scores = np.asarray(method.score(inp.test), dtype=np.float64)
+            pred = np.asarray(method.predict(inp.test)).astype(bool)
+            test_s = time.perf_counter() - t0
+            if len(scores) != len(inp.test) or len(pred) != len(inp.test):
+                raise RuntimeError(f"{name}: returned {len(scores)} scores / {len(pred)} predictions "
+                                   f"for {len(inp.test)} test sequences")
+            m = metrics(inp.test_labels, pred, scores)
+            rows.append({"method": name, "supervision": cls.supervision, "seed": seed, **m,
+                         "train_s": train_s, "test_s": test_s, "n_train": len(inp.train),
+                         "n_test": len(inp.test)})
+            log.info("%s seed %d: P %.3f R %.3f F1 %.3f AUC %.3f (train %.1fs, test %.1fs)", name, seed,
+                     m["precision"], m["recall"], m["f1"], m["roc_auc"], train_s, test_s)
+    runs = pl.DataFrame(rows)
+    table = summarize(runs)
+    if out is not None:
+        write_outputs(Path(out), runs, table, data, names, seeds, params, threads, semi_val, drain, prep,
+                      command, resources, pooling)
+    return table
+
+
+def summarize(runs: pl.DataFrame) -> pl.DataFrame:
+    """Mean and sample standard deviation over seeds, per method, in the order methods were run."""
+    aggs = []
+    for col in ("precision", "recall", "f1", "roc_auc"):
+        aggs += [pl.col(col).mean().alias(f"{col}_mean"), pl.col(col).std(ddof=1).alias(f"{col}_std")]
+    aggs += [pl.col("train_s").mean(), pl.col("test_s").mean(), pl.len().alias("seeds"),
+             pl.col("n_train").first(), pl.col("n_test").first()]
+    return runs.group_by(["method", "supervision"], maintain_order=True).agg(aggs)
+
+
+def to_markdown(table: pl.DataFrame) -> str:
+    """The summary as a Markdown table: P / R / F1 as mean ± std over seeds, then ROC-AUC and seconds."""
+
+    def pm(mean: float | None, std: float | None) -> str:
+        if mean is None or np.isnan(mean):
+            return "-"
+        return f"{mean:.3f}" if std is None or np.isnan(std) else f"{mean:.3f} ± {std:.3f}"
+
+    lines = ["| method | supervision | precision | recall | F1 | ROC-AUC | train s | test s | seeds |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in table.iter_rows(named=True):
+        lines.append(f"| {r['method']} | {r['supervision']} | {pm(r['precision_mean'], r['precision_std'])} | "
+                     f"{pm(r['recall_mean'], r['recall_std'])} | {pm(r['f1_mean'], r['f1_std'])} | "
+                     f"{pm(r['roc_auc_mean'], r['roc_auc_std'])} | {r['train_s']:.1f} | {r['test_s']:.1f} | "
+                     f"{r['seeds']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(out: Path, runs: pl.DataFrame, table: pl.DataFrame, data: PreparedData, names: list[str],
+                  seeds: Sequence[int], params: Mapping, threads: int, semi_val: str,
+                  drain: DrainConfig | None, prep: Mapping[str, float], command: str,
+                  resources: Resources, pooling: str) -> None:
+    from dataclasses import asdict
+
+    from logllm.versions import library_versions
+
+    out.mkdir(parents=True, exist_ok=True)
+    runs.write_csv(out / "runs.csv")
+    table.write_csv(out / "table.csv")
+    splits = {s: {"sequences": len(data.sequences(s)), "anomalous": data.sequences(s).anomalous}
+              for s in ("train", "val", "test") if data.has_split(s)}
+    counts = ", ".join(f"{k} {v['sequences']} ({v['anomalous']} anomalous)" for k, v in splits.items())
+    header = [f"Data: `{data.root}` ({counts}); {resources.n_templates - 1} Drain templates from the "
+              "training split.",
+              f"Seeds: {', '.join(map(str, seeds))}; torch threads per method: {threads}; "
+              "± is the sample standard deviation over seeds.", ""]
+    if command:
+        header.insert(0, f"Command: `{command}`")
+    (out / "table.md").write_text("\n".join(header) + "\n" + to_markdown(table))
+    meta = {
+        "command": command, "data": str(data.root), "splits": splits, "data_seed": data.manifest.get("seed"),
+        "methods": names, "seeds": list(seeds), "params": params, "threads": threads, "semi_val": semi_val, "pooling": pooling,
+        "drain": asdict(drain or DrainConfig()), "templates": resources.n_templates,
+        "preprocessing_s": dict(prep), "versions": library_versions(),
+        "cpus": os.cpu_count(), "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "papers": {n: getattr(REGISTRY.get(n, RunFolderMethod), "paper", "") for n in names},
+    }
+    (out / "bench.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    log.info("bench: wrote %s (runs.csv, table.csv, table.md, bench.json)", out)
+
+
+__all__ = ["BenchInputs", "RunFolderMethod", "build_inputs", "load_methods", "metrics", "resolve_methods",
+           "run_bench", "summarize", "to_markdown"]

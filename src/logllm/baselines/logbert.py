@@ -1,0 +1,274 @@
+"""LogBERT: masked log-key prediction plus a hypersphere objective on a [DIST] token.
+
+Guo, Yuan, Wu, "LogBERT: Log Anomaly Detection via BERT", IJCNN 2021.
+
+Design as in the paper: a log sequence of keys (template ids) is prefixed with a [DIST] token and read
+by a transformer encoder. Training on normal sequences only minimises (1) masked log key prediction
+(MLKP): a random share of keys is replaced by [MASK] and predicted, and (2) the volume of the
+hypersphere (VHM): the squared distance of the [DIST] output to the centre of normal sequences,
+weighted by alpha. At test time keys are masked the same way; a masked key is "anomalous" if it is
+not among the top ``g`` predictions (or was never seen in training), and a sequence is anomalous if
+more than a share ``r`` of its masked keys are.
+
+Hyperparameters: mask ratio 0.5, g=6 and alpha=0.1 follow the authors' HDFS setting as we read it;
+the model is scaled down for a CPU (2 layers, width 64, 4 heads, feed-forward 256 instead of
+4 layers, width 256) and trained for a fixed number of Adam steps (lr 1e-3, batch 32) on sequences
+drawn in proportion to their frequency (distinct sequences are stored once, with counts). For a
+deterministic score every key is masked exactly once: positions are dealt to ``round(1/ratio)``
+masking rounds by a seeded permutation. Score = share of keys judged anomalous; r is chosen by F1 on
+the validation split when the harness hands one with labels, else it is the 0.99 quantile of the
+training sequences' scores (any sequence above every normal pattern the model has seen).
+Sequences longer than ``max_len - 1`` keys are cut to their first keys (counted and logged).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from logllm.baselines.base import Method, MethodInput, register
+from logllm.baselines.deeplog import (
+    KeyVocab,
+    best_f1_threshold,
+    dedupe,
+    key_vocab_of,
+    make_config,
+    torch_setup,
+    val_labels,
+)
+
+log = logging.getLogger(__name__)
+
+
+class KeyTransformer(nn.Module):
+    """Transformer encoder over key ids with learned positions; returns hidden states (B, L, W)."""
+
+    def __init__(self, n_symbols: int, width: int, layers: int, heads: int, ff: int, max_len: int,
+                 dropout: float = 0.1):
+        super().__init__()
+        self.embed = nn.Embedding(n_symbols, width, padding_idx=0)
+        self.pos = nn.Embedding(max_len, width)
+        layer = nn.TransformerEncoderLayer(width, heads, ff, dropout=dropout, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(x.shape[1], device=x.device)
+        h = self.embed(x) + self.pos(positions)[None]  # (B, L, W)
+        h = self.encoder(h, src_key_padding_mask=x == 0)  # (B, L, W)
+        return self.norm(h)
+
+
+@dataclass(frozen=True)
+class Symbols:
+    """Input symbols of the BERT-style models: PAD 0, keys 1..K, unseen K+1, MASK K+2, DIST K+3."""
+
+    vocab: KeyVocab
+
+    @property
+    def mask(self) -> int:
+        return self.vocab.n_keys + 2
+
+    @property
+    def dist(self) -> int:
+        return self.vocab.n_keys + 3
+
+    @property
+    def size(self) -> int:
+        return self.vocab.n_keys + 4
+
+
+def pad_batch(seqs: Sequence[np.ndarray], first: int) -> torch.Tensor:
+    """[first] + keys, right-padded with 0: (B, 1 + longest)."""
+    width = 1 + max((len(s) for s in seqs), default=0)
+    out = np.zeros((len(seqs), width), dtype=np.int64)
+    out[:, 0] = first
+    for i, s in enumerate(seqs):
+        out[i, 1 : 1 + len(s)] = s
+    return torch.from_numpy(out)
+
+
+def truncate(seqs: list[np.ndarray], max_keys: int, name: str, split: str) -> list[np.ndarray]:
+    cut = sum(len(s) > max_keys for s in seqs)
+    if cut:
+        log.warning("%s: %d of %d %s sequences longer than %d keys were cut to their first %d keys",
+                    name, cut, len(seqs), split, max_keys, max_keys)
+    return [s[:max_keys] for s in seqs]
+
+
+def sample_batches(counts: np.ndarray, batch_size: int, steps: int, rng: np.random.Generator):
+    """Indices of distinct sequences, drawn in proportion to how often each occurs."""
+    p = counts / counts.sum()
+    for _ in range(steps):
+        yield rng.choice(len(counts), size=batch_size, p=p)
+
+
+def quantile_threshold(train_scores: np.ndarray, q: float) -> float:
+    """Smallest threshold above the q-quantile of normal training scores (predict ``score >= t``)."""
+    return float(np.nextafter(np.quantile(train_scores, q), np.inf))
+
+
+@dataclass
+class LogBERTConfig:
+    mask_ratio: float = 0.5
+    """Share of keys masked, in training and per test round."""
+    top_g: int = 6
+    """A masked key is normal if among the g most likely candidates."""
+    alpha: float = 0.1
+    """Weight of the hypersphere (VHM) loss."""
+    layers: int = 2
+    width: int = 64
+    heads: int = 4
+    ff: int = 256
+    max_len: int = 256
+    end_key: bool = True
+    """Append an end-of-sequence key (not in the paper; as in ``deeplog``, it lets a session that stops
+    early be noticed)."""
+    """Longest input ([DIST] + keys); longer sequences are cut (logged)."""
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 1e-3
+    threshold: Literal["auto", "train"] = "auto"
+    """``auto``: r by F1 on a labelled validation split if handed one, else ``train``; ``train``: the
+    ``quantile`` of training scores."""
+    quantile: float = 0.99
+    threads: int = 0
+    """torch intra-op threads (0 = leave torch's setting)."""
+
+
+class LogBERTNet(nn.Module):
+    def __init__(self, symbols: Symbols, cfg: LogBERTConfig):
+        super().__init__()
+        self.encoder = KeyTransformer(symbols.size, cfg.width, cfg.layers, cfg.heads, cfg.ff, cfg.max_len)
+        self.mlkp = nn.Linear(cfg.width, symbols.vocab.n_keys)  # predicts keys 1..K as classes 0..K-1
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.encoder(x)  # (B, L, W)
+        return self.mlkp(h), h[:, 0]  # (B, L, K), (B, W)
+
+
+@register
+class LogBERT(Method):
+    """LogBERT (Guo et al., IJCNN'21): masked log key prediction + hypersphere, top-g misses."""
+
+    name = "logbert"
+    supervision = "semi-supervised"
+    paper = "Guo et al., LogBERT, IJCNN 2021"
+
+    def __init__(self, seed: int = 0, **params: object):
+        super().__init__(seed, **params)
+        self.config = make_config(LogBERTConfig, dict(params), self.name)
+        self.threshold = 0.0
+
+    def _keys(self, data: MethodInput, split: str) -> list[np.ndarray]:
+        keys = self.vocab.keys(data.templates)
+        if self.config.end_key:
+            keys = [np.append(k, self.vocab.n_keys) for k in keys]  # the last known key is the end key
+        return truncate(keys, self.config.max_len - 1, self.name, split)
+
+    def _mask(self, x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random masking of key positions (never [DIST] or padding); returns input and target mask."""
+        maskable = x.clone()
+        maskable[:, 0] = 0
+        chosen = (torch.rand(x.shape, generator=gen) < self.config.mask_ratio) & (maskable != 0)
+        return x.masked_fill(chosen, self.symbols.mask), chosen
+
+    def fit(self, train: MethodInput, val: MethodInput | None = None) -> None:
+        cfg = self.config
+        gen = torch_setup(self.seed, cfg.threads)
+        rng = np.random.default_rng(self.seed)
+        start = time.perf_counter()
+        self.vocab = key_vocab_of(train, extra=int(self.config.end_key))
+        self.symbols = Symbols(self.vocab)
+        uniq, counts, _ = dedupe(self._keys(train, "train"))
+        log.info("%s: %d training sequences, %d distinct", self.name, len(train), len(uniq))
+        self.model = LogBERTNet(self.symbols, cfg)
+        opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.center = self._center(uniq, counts)
+        recenter = max(cfg.steps // 10, 1)
+        self.model.train()
+        running = 0.0
+        for step, idx in enumerate(sample_batches(counts, cfg.batch_size, cfg.steps, rng)):
+            x = pad_batch([uniq[i] for i in idx], self.symbols.dist)
+            xm, chosen = self._mask(x, gen)
+            logits, dist = self.model(xm)
+            if chosen.any():
+                mlkp = F.cross_entropy(logits[chosen], x[chosen] - 1)
+            else:
+                mlkp = logits.sum() * 0.0
+            vhm = ((dist - self.center) ** 2).sum(-1).mean()
+            loss = mlkp + cfg.alpha * vhm
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
+            if (step + 1) % recenter == 0:
+                self.center = self._center(uniq, counts)
+                self.model.train()
+                log.info("%s step %d/%d: loss %.4f (mlkp %.4f, vhm %.4f)", self.name, step + 1, cfg.steps,
+                         running, mlkp.item(), vhm.item())
+        self.model.eval()
+        train_scores = self._score_keys(uniq)
+        self.threshold = quantile_threshold(np.repeat(train_scores, counts.astype(np.int64)), cfg.quantile)
+        y_val = val_labels(val) if cfg.threshold == "auto" else None
+        if y_val is not None:
+            assert val is not None
+            t = best_f1_threshold(self.score(val), y_val)
+            if t is not None:
+                self.threshold = t
+        log.info("%s: trained in %.1fs; anomalous if share of missed keys >= %.4f", self.name,
+                 time.perf_counter() - start, self.threshold)
+
+    @torch.no_grad()
+    def _center(self, uniq: list[np.ndarray], counts: np.ndarray) -> torch.Tensor:
+        self.model.eval()
+        total = torch.zeros(self.config.width)
+        for s in range(0, len(uniq), 256):
+            _, dist = self.model(pad_batch(uniq[s : s + 256], self.symbols.dist))
+            total += (dist * torch.from_numpy(counts[s : s + 256]).float()[:, None]).sum(0)
+        return total / float(counts.sum())
+
+    @torch.no_grad()
+    def _score_keys(self, uniq: list[np.ndarray]) -> np.ndarray:
+        """Share of keys outside the top g when masked (each key masked once, in seeded rounds)."""
+        cfg = self.config
+        rounds = max(round(1.0 / cfg.mask_ratio), 1)
+        rng = np.random.default_rng(self.seed + 1)
+        out = np.zeros(len(uniq), dtype=np.float64)
+        for s in range(0, len(uniq), 256):
+            batch = uniq[s : s + 256]
+            x = pad_batch(batch, self.symbols.dist)
+            deal = np.zeros(x.shape, dtype=np.int64)
+            for i, seq in enumerate(batch):
+                deal[i, 1 : 1 + len(seq)] = rng.permutation(len(seq)) % rounds
+            deal_t = torch.from_numpy(deal)
+            missed = torch.zeros(len(batch))
+            for r in range(rounds):
+                chosen = (deal_t == r) & (x != 0)
+                chosen[:, 0] = False
+                logits, _ = self.model(x.masked_fill(chosen, self.symbols.mask))
+                target = (x - 1).clamp(0, self.vocab.n_keys - 1)
+                true = logits.gather(2, target[..., None])[..., 0]
+                rank = (logits > true[..., None]).sum(-1)
+                miss = (rank >= cfg.top_g) | (x == self.vocab.unseen)
+                missed += (miss & chosen).sum(1).float()
+            lengths = torch.tensor([max(len(q), 1) for q in batch], dtype=torch.float32)
+            out[s : s + len(batch)] = (missed / lengths).numpy()
+        return out
+
+    def score(self, data: MethodInput) -> np.ndarray:
+        uniq, _, inverse = dedupe(self._keys(data, "scored"))
+        return self._score_keys(uniq)[inverse]
+
+    def predict(self, data: MethodInput) -> np.ndarray:
+        return self.score(data) >= self.threshold
+
+

@@ -1,0 +1,212 @@
+"""PLELog: probabilistic labels from HDBSCAN clusters, then an attention GRU classifier.
+
+Yang, Chen, Wang, Zhang, Liu, Zhou, Sun, "Semi-supervised Log-based Anomaly Detection via
+Probabilistic Label Estimation", ICSE 2021.
+
+Design as in the paper: each log sequence is represented by the semantic vectors of its events;
+sequence vectors (mean of event vectors, reduced by PCA) of the *labelled normal* and the
+*unlabelled* sequences are clustered together with HDBSCAN. An unlabelled sequence in a cluster that
+holds labelled normal sequences gets a probabilistic "normal" label, any other unlabelled sequence
+(including HDBSCAN's noise points) a probabilistic "anomalous" label; the confidence is HDBSCAN's
+membership strength (0.5 + 0.5 * probability, noise points: 1). An attention-based GRU over the
+event vectors is then trained on labelled normals (hard labels) and unlabelled sequences (soft
+labels); a sequence is anomalous when the classifier's anomaly probability is >= 0.5 (argmax).
+
+What this project's protocol changes, exactly: PLELog needs unlabelled data, which may contain
+anomalies, but the harness hands a semi-supervised method only normal training sequences. We use
+the validation split as the unlabelled pool when the harness hands one, and **ignore its labels**
+(they are never read by this method). Without a validation split there is no unlabelled data and
+the classifier cannot be trained; PLELog then degrades to its clustering step: the score is the
+distance of a sequence's vector to the nearest normal training vector, with the threshold at the
+0.99 quantile of leave-one-out distances of the training vectors (logged as a warning).
+
+Event vectors are ``Resources.message_vectors()`` (the `small` preset's encoder) per message instead
+of the paper's GloVe + TF-IDF template vectors; HDBSCAN is sklearn's (min_cluster_size and
+min_samples as parameters); the GRU is scaled down (1 bidirectional layer, 64 units, additive
+attention), trained with Adam (lr 1e-3) on distinct sequences weighted by their count.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from logllm.baselines.base import Method, MethodInput, register
+from logllm.baselines.deeplog import dedupe, make_config, torch_setup
+from logllm.baselines.logbert import quantile_threshold
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PLELogConfig:
+    pca_dims: int = 10
+    """Dimensions of the sequence vectors given to HDBSCAN."""
+    min_cluster_size: int = 100
+    min_samples: int = 100
+    hidden: int = 64
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    max_len: int = 256
+    """Longest sequence given to the GRU; longer ones are cut to their first messages (logged)."""
+    threads: int = 0
+    """torch intra-op threads (0 = leave torch's setting)."""
+
+
+class AttentionGRU(nn.Module):
+    """Bidirectional GRU over event vectors with additive attention pooling -> 2 logits."""
+
+    def __init__(self, width: int, hidden: int):
+        super().__init__()
+        self.gru = nn.GRU(width, hidden, batch_first=True, bidirectional=True)
+        self.att = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.Tanh(), nn.Linear(hidden, 1, bias=False))
+        self.out = nn.Linear(2 * hidden, 2)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h, _ = self.gru(x)  # (B, L, 2H)
+        a = self.att(h)[..., 0].masked_fill(~mask, float("-inf")).softmax(-1)  # (B, L)
+        return self.out((a[..., None] * h).sum(1))  # (B, 2)
+
+
+def _batch(vectors: np.ndarray, seqs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(max((len(s) for s in seqs), default=1), 1)
+    x = np.zeros((len(seqs), width, vectors.shape[1]), dtype=np.float32)
+    mask = np.zeros((len(seqs), width), dtype=bool)
+    for i, s in enumerate(seqs):
+        if len(s):
+            x[i, : len(s)] = vectors[s]
+            mask[i, : len(s)] = True
+        else:
+            mask[i, 0] = True  # an empty sequence attends to one zero vector
+    return torch.from_numpy(x), torch.from_numpy(mask)
+
+
+@register
+class PLELog(Method):
+    """PLELog (Yang et al., ICSE'21): HDBSCAN probabilistic labels + attention GRU."""
+
+    name = "plelog"
+    supervision = "semi-supervised"
+    paper = "Yang et al., PLELog, ICSE 2021"
+
+    def __init__(self, seed: int = 0, **params: object):
+        super().__init__(seed, **params)
+        self.config = make_config(PLELogConfig, dict(params), self.name)
+        self.threshold = 0.5
+
+    def _seqs(self, data: MethodInput, split: str) -> list[np.ndarray]:
+        seqs = [np.asarray(m, dtype=np.int64) for m in data.messages]
+        cut = sum(len(s) > self.config.max_len for s in seqs)
+        if cut:
+            log.warning("%s: %d of %d %s sequences longer than %d messages were cut", self.name, cut,
+                        len(seqs), split, self.config.max_len)
+        return [s[: self.config.max_len] for s in seqs]
+
+    def _seq_vectors(self, seqs: list[np.ndarray]) -> np.ndarray:
+        out = np.zeros((len(seqs), self.vectors.shape[1]), dtype=np.float64)
+        for i, s in enumerate(seqs):
+            if len(s):
+                out[i] = self.vectors[s].mean(0)
+        return out
+
+    def fit(self, train: MethodInput, val: MethodInput | None = None) -> None:
+        from sklearn.cluster import HDBSCAN
+        from sklearn.decomposition import PCA
+
+        cfg = self.config
+        gen = torch_setup(self.seed, cfg.threads)
+        start = time.perf_counter()
+        vectors = train.resources.message_vectors()
+        self.vectors = (vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+        labelled = self._seqs(train, "train")
+        unlabelled = self._seqs(val, "val") if val is not None and len(val) else []
+        seq_vec = self._seq_vectors(labelled + unlabelled)
+        dims = max(1, min(cfg.pca_dims, seq_vec.shape[1], len(seq_vec) - 1))
+        self.pca = PCA(n_components=dims, random_state=self.seed).fit(seq_vec[: len(labelled)])
+        reduced = self.pca.transform(seq_vec)
+        if not unlabelled:
+            log.warning("%s: no unlabelled sequences (no validation split handed); PLELog cannot estimate "
+                        "labels and falls back to the distance to the nearest normal training sequence", self.name)
+            self.model = None
+            self._fit_distance(reduced)
+            log.info("%s: fitted in %.1fs (distance fallback)", self.name, time.perf_counter() - start)
+            return
+
+        min_size = max(2, min(cfg.min_cluster_size, len(reduced) // 2))
+        min_samples = max(1, min(cfg.min_samples, min_size))
+        clusterer = HDBSCAN(min_cluster_size=min_size, min_samples=min_samples).fit(reduced)
+        labels, prob = clusterer.labels_, clusterer.probabilities_
+        n_lab = len(labelled)
+        normal_clusters = set(labels[:n_lab][labels[:n_lab] >= 0].tolist())
+        u_labels, u_prob = labels[n_lab:], prob[n_lab:]
+        is_normal = np.array([c >= 0 and c in normal_clusters for c in u_labels], dtype=bool)
+        confidence = np.where(u_labels >= 0, 0.5 + 0.5 * u_prob, 1.0)
+        target = np.where(is_normal, 1.0 - confidence, confidence)  # probability of "anomalous"
+        log.info("%s: HDBSCAN found %d clusters (%d with labelled normals); %d unlabelled sequences: "
+                 "%d estimated normal, %d anomalous (%d of them noise points)", self.name,
+                 len(set(labels.tolist()) - {-1}), len(normal_clusters), len(unlabelled), int(is_normal.sum()),
+                 int((~is_normal).sum()), int((u_labels < 0).sum()))
+
+        # Distinct (sequence, target) pairs with counts: the count-weighted loss equals the full one.
+        keyed = [np.append(s, -1 - round(t * 1e6)) for s, t in zip(labelled + unlabelled,
+                                                                   np.concatenate([np.zeros(n_lab), target]))]
+        uniq, counts, _ = dedupe(keyed)
+        seqs = [u[:-1] for u in uniq]
+        y = torch.tensor([(-1 - u[-1]) / 1e6 for u in uniq], dtype=torch.float32)
+        w = torch.from_numpy(counts.astype(np.float32))
+        self.model = AttentionGRU(self.vectors.shape[1], cfg.hidden)
+        opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.model.train()
+        for epoch in range(cfg.epochs):
+            perm = torch.randperm(len(seqs), generator=gen)
+            total = 0.0
+            for b in range(0, len(seqs), cfg.batch_size):
+                idx = perm[b : b + cfg.batch_size]
+                x, mask = _batch(self.vectors, [seqs[i] for i in idx])
+                logp = F.log_softmax(self.model(x, mask), -1)
+                soft = torch.stack([1 - y[idx], y[idx]], -1)
+                loss_each = -(soft * logp).sum(-1)
+                loss = (loss_each * w[idx]).sum() / w[idx].sum()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += float((loss_each.detach() * w[idx]).sum())
+            if epoch == 0 or (epoch + 1) % max(cfg.epochs // 5, 1) == 0:
+                log.info("%s epoch %d/%d: loss %.4f", self.name, epoch + 1, cfg.epochs, total / float(w.sum()))
+        self.model.eval()
+        log.info("%s: trained in %.1fs on %d labelled normal + %d unlabelled sequences (%d distinct)", self.name,
+                 time.perf_counter() - start, n_lab, len(unlabelled), len(seqs))
+
+    def _fit_distance(self, reduced: np.ndarray) -> None:
+        from sklearn.neighbors import NearestNeighbors
+
+        self.reference = np.unique(reduced, axis=0)
+        self.nn = NearestNeighbors(n_neighbors=min(2, len(self.reference))).fit(self.reference)
+        dist, _ = self.nn.kneighbors(reduced)
+        # Leave-one-out: a training vector's own entry is at distance 0; take the next neighbour.
+        loo = dist[:, -1] if dist.shape[1] > 1 else dist[:, 0]
+        self.threshold = quantile_threshold(loo, 0.99)
+
+    @torch.no_grad()
+    def score(self, data: MethodInput) -> np.ndarray:
+        """Anomaly probability of the classifier (fallback: distance to the nearest normal vector)."""
+        seqs = self._seqs(data, "scored")
+        if self.model is None:
+            dist, _ = self.nn.kneighbors(self.pca.transform(self._seq_vectors(seqs)), n_neighbors=1)
+            return dist[:, 0].astype(np.float64)
+        uniq, _, inverse = dedupe(seqs)
+        out = np.zeros(len(uniq), dtype=np.float64)
+        for b in range(0, len(uniq), 256):
+            x, mask = _batch(self.vectors, uniq[b : b + 256])
+            out[b : b + 256] = self.model(x, mask).softmax(-1)[:, 1].double().numpy()
+        return out[inverse]
+
+    def predict(self, data: MethodInput) -> np.ndarray:
+        return self.score(data) >= self.threshold

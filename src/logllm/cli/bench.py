@@ -1,0 +1,74 @@
+"""`logllm bench`: the baselines (and a trained LogLLM run) on one prepared folder, side by side."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from logllm.errors import ConfigError
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError as err:
+        raise ConfigError(f"--seeds {text!r}: expected a comma list of integers, e.g. 0,1,2") from err
+    if not seeds:
+        raise ConfigError("--seeds: give at least one seed, e.g. 0,1,2")
+    return seeds
+
+
+def _params(items: list[str]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        method, dot, name = key.partition(".")
+        if not sep or not dot or not method or not name:
+            raise ConfigError(f"--set {item!r}: expected METHOD.PARAM=VALUE, e.g. logrobust.epochs=10")
+        out.setdefault(method.strip(), {})[name.strip()] = value.strip()
+    return out
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "bench", help="run the baselines on a prepared folder and write a comparison table",
+        description="Run baseline detectors (KNN, DT, LogRobust, CNN, NeuralLog, RAPID, DeepLog, ...) on "
+                    "the same prepared folder and splits; write runs.csv, table.csv, table.md, bench.json.",
+    )
+    p.add_argument("--data", required=True, type=Path, help="prepared folder (from `logllm prepare`)")
+    p.add_argument("--methods", default="all", help="comma list of methods, or `all` (default)")
+    p.add_argument("--seeds", default="0,1,2", help="comma list of seeds (default 0,1,2)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: bench_<data folder name>)")
+    p.add_argument("--set", dest="params", action="append", default=[], metavar="METHOD.PARAM=VALUE",
+                   help="a method parameter, e.g. logrobust.epochs=10 (repeatable)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads per method (default 1)")
+    p.add_argument("--semi-val", choices=["labeled", "normal", "none"], default="labeled",
+                   help="what semi-supervised and training-free methods get of the validation split "
+                        "(for their threshold): labeled (default), normal sequences only, or none")
+    p.add_argument("--pooling", choices=["mean", "pooler", "cls"], default="mean",
+                   help="how MiniLM message vectors are pooled for LogRobust/NeuralLog (default mean)")
+    p.add_argument("--drain-sim-th", type=float, default=0.4, help="Drain similarity threshold (default 0.4)")
+    p.add_argument("--drain-depth", type=int, default=4, help="Drain tree depth (default 4)")
+    p.add_argument("--logllm-run", dest="logllm_runs", action="append", default=[], type=Path, metavar="RUN",
+                   help="a trained LogLLM run folder to add as the `logllm` row (one, or one per seed)")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from logllm.baselines.harness import run_bench, to_markdown
+    from logllm.baselines.templates import DrainConfig
+
+    if args.threads < 1:
+        raise ConfigError(f"--threads {args.threads}: must be at least 1")
+    out = args.out or Path(f"bench_{args.data.resolve().name}")
+    table = run_bench(
+        args.data, methods=args.methods, seeds=_seeds(args.seeds), out=out, params=_params(args.params),
+        threads=args.threads, semi_val=args.semi_val,
+        drain=DrainConfig(depth=args.drain_depth, sim_th=args.drain_sim_th),
+        logllm_runs=args.logllm_runs, pooling=args.pooling, command="logllm " + shlex.join(sys.argv[1:]),
+    )
+    print(to_markdown(table), end="")
+    print(f"written to {out}/ (table.md, table.csv, runs.csv, bench.json)")
+    return 0

@@ -1,0 +1,152 @@
+"""`logllm detect RUN [FILE ...|-]`: score raw log lines with a trained run, one JSON object per sequence."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import IO, Any
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "detect",
+        help="score raw log lines (files, stdin, or --follow a growing file) with a trained run",
+        description="Read raw log lines, apply the run's own preprocessing (format, masking, windows or sessions; "
+        "recorded in RUN/data_manifest.json, and overridable with the same options as `prepare`), score each "
+        "sequence when it completes, and write one JSON object per scored sequence: source file, first and last "
+        "line numbers, sequence id, score, label at the threshold, and the top-k lines behind the score "
+        "(leave-one-out contributions). A summary goes to stderr at the end.",
+    )
+    p.add_argument("run", help="run folder written by `logllm train`")
+    p.add_argument("files", nargs="*", default=[], metavar="FILE",
+                   help="log files to read in order ('-' or nothing: standard input)")
+    out = p.add_argument_group("output")
+    out.add_argument("--out", default=None, help="write detections here instead of stdout")
+    out.add_argument("--format", dest="output_format", choices=["json", "table"], default="json",
+                     help="json: one object per line (default); table: a readable line per sequence")
+    out.add_argument("--only-anomalies", action="store_true", help="write flagged sequences only")
+    out.add_argument("--threshold", type=float, default=None,
+                     help="decision threshold on P(anomalous) (default: the run's threshold.json)")
+    out.add_argument("--top-k", type=int, default=3, help="explanation lines per sequence (0: none)")
+    out.add_argument("--explain", choices=["flagged", "all", "none"], default="flagged",
+                     help="which sequences get explanations (each costs one scoring per line)")
+    out.add_argument("--batch-size", type=int, default=64, help="sequences per model call (speed only)")
+    rd = p.add_argument_group("reading")
+    rd.add_argument("--follow", "-f", action="store_true",
+                    help="keep reading the files as they grow, like `tail -F` (survives rotation and truncation); "
+                    "stop with Ctrl-C or SIGTERM")
+    rd.add_argument("--from-end", action="store_true", help="with --follow: skip what the files hold already")
+    rd.add_argument("--poll-interval", type=float, default=0.25, help="seconds between checks in --follow mode")
+    rd.add_argument("--session-timeout", type=float, default=None,
+                    help="score a session after this many idle seconds (log time from --timestamp-field, and "
+                    "wall-clock time while following; default: at end of input, or 300 s with --follow)")
+    rd.add_argument("--start-line", type=int, default=None, help="skip lines before this one (1-based, per file)")
+    rd.add_argument("--end-line", type=int, default=None, help="stop after this line (inclusive, per file)")
+    rd.add_argument("--max-line-bytes", type=int, default=1 << 20, help="longer lines are cut (counted)")
+    rd.add_argument("--max-open-sessions", type=int, default=100_000,
+                    help="bound on open sessions; the least recently active is scored early (counted)")
+    pre = p.add_argument_group("preprocessing overrides (default: the run's, from its data manifest)")
+    pre.add_argument("--log-format", dest="log_format", default=None,
+                     help="Loghub-style format, e.g. '<Date> <Time> <Level> <Component>: <Content>'")
+    pre.add_argument("--mask", choices=["paper", "none"], default=None)
+    pre.add_argument("--on-unparsed", choices=["keep", "skip"], default=None)
+    pre.add_argument("--window", type=int, default=None)
+    pre.add_argument("--step", type=int, default=None)
+    pre.add_argument("--session-regex", default=None)
+    pre.add_argument("--time-window", default=None)
+    pre.add_argument("--timestamp-field", default=None)
+    pre.add_argument("--timestamp-format", default=None)
+    pre.add_argument("--max-line-chars", type=int, default=None)
+    p.set_defaults(func=run)
+
+
+def _table_row(d: dict[str, Any]) -> str:
+    flag = "ANOMALY" if d["anomalous"] else "normal "
+    head = f"{flag} {d['score']:.4f}  {d['source']}:{d['first_line']}-{d['last_line']}  ({d['lines']} lines, {d['reason']})"
+    rows = [head]
+    for t in d["top"]:
+        rows.append(f"    {t['line']:>8}  {t['contribution']:+.4f}  {t['text'][:160]}")
+    return "\n".join(rows)
+
+
+def _in_range(start: int | None, end: int | None):
+    def keep(line) -> bool:
+        return (start is None or line.line_number >= start) and (end is None or line.line_number <= end)
+
+    return keep
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+    import threading
+
+    from logllm.detect import Detector
+    from logllm.errors import ConfigError
+    from logllm.follow import LineReader, stop_on_signals
+
+    log = logging.getLogger("logllm.detect")
+    if args.top_k < 0:
+        raise ConfigError(f"--top-k must be >= 0, got {args.top_k}")
+    overrides = {
+        "format": args.log_format, "mask": args.mask, "on_unparsed": args.on_unparsed, "window": args.window,
+        "step": args.step, "session_regex": args.session_regex, "time_window": args.time_window,
+        "timestamp_field": args.timestamp_field, "timestamp_format": args.timestamp_format,
+        "max_line_chars": args.max_line_chars,
+    }
+    timeout = args.session_timeout
+    if timeout is None and args.follow:
+        timeout = 300.0
+    detector = Detector.from_run(
+        args.run, threshold=args.threshold, overrides=overrides, session_timeout=timeout,
+        top_k=args.top_k, explain=args.explain, batch_size=args.batch_size,
+        max_open_sessions=args.max_open_sessions, wall_clock_timeout=args.follow,
+    )
+    stop = threading.Event()
+    reader = LineReader(args.files or ["-"], follow=args.follow, poll_interval=args.poll_interval,
+                        max_line_bytes=args.max_line_bytes, from_end=args.from_end, stop=stop)
+    keep = _in_range(args.start_line, args.end_line)
+    sink: IO[str] = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
+    written = 0
+    try:
+        with stop_on_signals(stop):
+            detector.stats.started = __import__("time").monotonic()
+            for det in _run(detector, reader, keep, args.end_line, stop):
+                if args.only_anomalies and not det.anomalous:
+                    continue
+                d = det.to_dict()
+                sink.write((_table_row(d) if args.output_format == "table" else json.dumps(d, ensure_ascii=False))
+                           + "\n")
+                sink.flush()  # a follower (or a pipe) sees each detection as soon as it is made
+                written += 1
+    except BrokenPipeError:  # e.g. `| head`: stop quietly
+        sys.stderr.close()
+        return 0
+    finally:
+        if args.out:
+            sink.close()
+    summary = detector.stats.summary()
+    summary.update(written=written, rotations=reader.stats.rotations, truncations=reader.stats.truncations,
+                   cut_lines=reader.stats.cut_lines)
+    skipped = {k: summary[k] for k in ("empty", "binary", "invalid_utf8", "unparsed", "unparsed_skipped",
+                                         "no_session_key", "evicted_sessions", "cut_lines") if summary.get(k)}
+    print(f"logllm detect: {summary['lines_read']:,} lines read ({summary['lines_per_second']:,.0f} lines/s), "
+          f"{summary['sequences_scored']:,} sequences scored, {summary['flagged']:,} flagged "
+          f"(threshold {detector.threshold:.4g}), {written:,} written"
+          + (f"; odd lines: {json.dumps(skipped)}" if skipped else ""), file=sys.stderr)
+    log.debug("summary: %s", summary)
+    return 0
+
+
+def _run(detector, reader, keep, end_line, stop):
+    """Feed the reader's batches, restricted to the line range, to the detector."""
+    for batch in reader.batches():
+        if not batch:
+            yield from detector.tick()
+            continue
+        kept = [line for line in batch if keep(line)]
+        if kept:
+            yield from detector.feed(kept)
+        if end_line is not None and not reader.follow and len(reader.paths) == 1 and batch[-1].line_number >= end_line:
+            stop.set()  # past the range of the only file: the rest need not be read
+    yield from detector.finish()

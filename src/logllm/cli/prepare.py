@@ -1,0 +1,98 @@
+"""`logllm prepare FAMILY ...`: raw logs -> a prepared folder (thin wrapper over logllm.data.prepare)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import TYPE_CHECKING
+
+from logllm.errors import ConfigError
+
+if TYPE_CHECKING:
+    from logllm.data.options import PrepareOptions
+
+log = logging.getLogger(__name__)
+
+FAMILY_HELP = ("hdfs (sessions by block id, labels from anomaly_label.csv), bgl / thunderbird / liberty / "
+               "spirit (label = first token, fixed windows), custom (your own --format), logllm-csv "
+               "(train/test CSVs of the paper's reference code)")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "prepare", help="parse, mask, window and split raw logs into a prepared folder",
+        description="Parse, mask (METHOD.md section 2), group into sessions or windows, split, and write "
+                    "a prepared folder (train/val/test parquet, messages.parquet, manifest.json). "
+                    "Families: " + FAMILY_HELP + ". See docs/data.md.")
+    p.add_argument("family", choices=["hdfs", "bgl", "thunderbird", "liberty", "spirit", "custom", "logllm-csv"])
+    p.add_argument("--log", nargs="+", action="extend", default=[], metavar="FILE",
+                   help="log file(s), plain or .gz, read in this order as one stream")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--labels", metavar="CSV", help="labels file: id,label per session (hdfs: anomaly_label.csv)")
+    p.add_argument("--format", help="Loghub-style format, e.g. '<Date> <Time> <Level> <Component>: <Content>' "
+                                    "(default: the family's)")
+    p.add_argument("--mask", choices=["paper", "none"], default="paper", help="masking of variable parts (default paper)")
+    p.add_argument("--on-unparsed", choices=["keep", "skip", "fail"], default="keep",
+                   help="a line that does not match --format: keep as content-only (default), skip (counted), or stop")
+    p.add_argument("--missing-labels", choices=["fail", "drop", "keep"], default="fail",
+                   help="sessions missing from --labels: stop (default), drop them (counted) or keep them unlabeled")
+    p.add_argument("--label-field", help="custom: header field holding the line label")
+    p.add_argument("--normal-value", action="append", default=None, metavar="VALUE",
+                   help="label value meaning normal (repeatable; default '-')")
+    p.add_argument("--session-regex", help="custom: sessions = distinct matches of this regex in the content")
+    p.add_argument("--window", type=int, help="fixed windows of this many lines (default 100 for windowed families)")
+    p.add_argument("--step", type=int, help="lines between window starts (default = --window)")
+    p.add_argument("--time-window", help="custom: time windows, e.g. 60s, 5m, 1h")
+    p.add_argument("--timestamp-field", help="field(s) holding the time, several joined by ',' (e.g. Date,Time)")
+    p.add_argument("--timestamp-format", help="strftime format of the timestamp (e.g. '%%y%%m%%d %%H%%M%%S'), or epoch")
+    p.add_argument("--split", choices=["random", "chronological"],
+                   help="default: random for sessions, chronological for windows")
+    p.add_argument("--train-ratio", type=float, default=0.8, help="share of sequences (or lines) for training (default 0.8)")
+    p.add_argument("--val-ratio", type=float, default=0.0,
+                   help="share of the training part held out as validation (end of train when chronological; default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random split (default 0)")
+    p.add_argument("--start-line", type=int, help="first line to use (1-based, over all --log files in order)")
+    p.add_argument("--end-line", type=int, help="last line to use (inclusive)")
+    p.add_argument("--max-line-chars", type=int, default=100_000, help="longer messages are truncated, counted (default 100000)")
+    p.add_argument("--train", metavar="CSV", help="logllm-csv: the reference code's train CSV")
+    p.add_argument("--test", metavar="CSV", help="logllm-csv: the reference code's test CSV")
+    p.add_argument("--val", metavar="CSV", help="logllm-csv: an optional validation CSV")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=handler)
+
+
+def options_from_args(args: argparse.Namespace) -> PrepareOptions:
+    """The parsed command line as :class:`PrepareOptions` (checked later by ``resolved()``)."""
+    from logllm.data.options import PrepareOptions
+
+    inputs = list(args.log)
+    csv_splits: tuple[str, ...] = ()
+    if args.family == "logllm-csv":
+        if inputs:
+            raise ConfigError("logllm-csv takes --train CSV --test CSV [--val CSV], not --log")
+        if not args.train or not args.test:
+            raise ConfigError("logllm-csv needs --train CSV and --test CSV (the reference code's files)")
+        pairs = [("train", args.train), ("test", args.test)] + ([("val", args.val)] if args.val else [])
+        inputs = [p for _, p in pairs]
+        csv_splits = tuple(s for s, _ in pairs)
+    elif args.train or args.test or args.val:
+        raise ConfigError("--train/--test/--val are for the logllm-csv family; use --log for raw logs")
+    if args.family == "hdfs" and args.session_regex:
+        raise ConfigError("--session-regex is for the custom family (hdfs sessions are block ids)")
+    return PrepareOptions(
+        family=args.family, inputs=tuple(inputs), labels=args.labels, format=args.format, mask=args.mask,
+        on_unparsed=args.on_unparsed, missing_labels=args.missing_labels, label_field=args.label_field,
+        normal_values=tuple(args.normal_value) if args.normal_value else ("-",),
+        session_regex=args.session_regex, window=args.window, step=args.step, time_window=args.time_window,
+        timestamp_field=args.timestamp_field, timestamp_format=args.timestamp_format, split=args.split,
+        train_ratio=args.train_ratio, val_ratio=args.val_ratio, seed=args.seed, start_line=args.start_line,
+        end_line=args.end_line, max_line_chars=args.max_line_chars, csv_splits=csv_splits)
+
+
+def handler(args: argparse.Namespace) -> int:
+    from logllm.data.prepare import prepare
+
+    options = options_from_args(args)
+    result = prepare(options, args.out, progress=not (args.no_progress or args.quiet))
+    print(result.summary())
+    return 0

@@ -1,0 +1,79 @@
+"""`logllm train`: train LogLLM on a prepared folder into a run folder (docs/model.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from logllm.errors import ConfigError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train", help="train LogLLM (stages 1, 2a, 2b, 3) on a prepared folder",
+        description="Train LogLLM on the train split of a prepared folder. Writes RUN/config.json, "
+                    "data_manifest.json, train_log.jsonl, checkpoints/, model/ and threshold.json "
+                    "(chosen on the val split when there is one). Options apply in this order: "
+                    "--preset, then --config FILE, then the other flags.",
+    )
+    p.add_argument("--data", required=True, type=Path, help="prepared folder (from `logllm prepare`)")
+    p.add_argument("--out", required=True, type=Path, help="run folder to create (or to continue with --resume)")
+    p.add_argument("--preset", choices=("small", "paper"), default=None,
+                   help="small: CPU, minutes (default); paper: bert-base + Llama-3-8B QLoRA, needs a CUDA GPU")
+    p.add_argument("--config", type=Path, default=None, metavar="FILE",
+                   help="TOML or JSON file changing any option of the preset (see docs/model.md)")
+    p.add_argument("--seed", type=int, default=None, help="seed for initialisation, oversampling, order (default 0)")
+    p.add_argument("--encoder", default=None, help="encoder: alias (minilm, bert-base), Hugging Face id or path")
+    p.add_argument("--decoder", default=None,
+                   help="decoder: tiny-llama, minilm-causal, alias (llama3-8b), Hugging Face id or path")
+    p.add_argument("--skip-stage", nargs="+", default=[], metavar="NAME", choices=("1", "2a", "2b", "3"),
+                   help="skip these stages (the paper's ablation, Table V)")
+    p.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                   help="also checkpoint every N optimiser steps (0 = only at stage ends)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint (with its saved config)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    out: dict = {}
+    if args.seed is not None:
+        out["seed"] = args.seed
+    model = {k: v for k, v in (("encoder", args.encoder), ("decoder", args.decoder)) if v is not None}
+    if model:
+        out["model"] = model
+    if args.skip_stage:
+        out["stages"] = [{"name": name, "skip": True} for name in args.skip_stage]
+    if args.checkpoint_every is not None:
+        out["checkpoint_every"] = args.checkpoint_every
+    if args.threads is not None:
+        out["threads"] = args.threads
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from logllm.config import TrainConfig, resolve_config
+    from logllm.training.trainer import train_run
+
+    overrides = _overrides(args)
+    if args.resume:
+        saved = args.out / "config.json"
+        if not saved.is_file():
+            raise ConfigError(f"--resume: {saved} not found; nothing to resume in {args.out} "
+                              "(start a run without --resume)")
+        if overrides or args.preset or args.config:
+            raise ConfigError("--resume continues with the run's saved config.json; leave out --preset, --config "
+                              "and the other training options")
+        config = TrainConfig.from_dict(json.loads(saved.read_text()), where=str(saved)).validate()
+    else:
+        config = resolve_config(args.preset, args.config, overrides)
+    trainer = train_run(config, args.data, args.out, resume=args.resume, progress=not args.no_progress)
+    info = json.loads((args.out / "threshold.json").read_text())
+    print(f"trained {config.preset} preset (seed {config.seed}) in {trainer.state.elapsed:.0f} s, "
+          f"{trainer.state.global_step} steps; model in {args.out / 'model'}")
+    where = "chosen on the val split" if info["source"] == "val" else info.get("reason", info["source"])
+    print(f"decision threshold {info['threshold']:.4g} ({where})")
+    return 0

@@ -1,0 +1,119 @@
+"""Loghub-style log-format strings (``<Date> <Time> <Level> <Component>: <Content>``) -> regexes.
+
+A format is a sequence of ``<Field>`` placeholders and literal separators. As in Loghub, a run of
+spaces in a separator matches any run of whitespace and each field matches lazily, so
+``<Date> <Time> <Content>`` splits at the first two whitespace runs. ``<Content>`` must be the last
+field: everything after the header is the message. Literal text is matched literally; a backslash
+escapes the next character (so Loghub's ``\\[<Time>\\]`` and a plain ``[<Time>]`` both work).
+
+Only the header is matched to find where the content starts (a regex *without* capture groups is
+several times faster in polars); fields are captured only when a label or timestamp needs them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import polars as pl
+
+from logllm.errors import ConfigError
+
+_FIELD = re.compile(r"<([^<>]*)>")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+CONTENT = "Content"
+
+
+def _literal(text: str) -> str:
+    """A separator as regex: backslash escapes dropped, runs of spaces -> ``\\s+``, the rest escaped."""
+    text = re.sub(r"\\(.)", r"\1", text)
+    parts = re.split(r" +", text)
+    return r"\s+".join(re.escape(p) for p in parts)
+
+
+@dataclass(frozen=True)
+class LogFormat:
+    """A parsed log-format string. Build with :meth:`LogFormat.parse`."""
+
+    text: str
+    fields: tuple[str, ...]
+    separators: tuple[str, ...]  # regex of the literal before each field, and one after the last
+
+    @classmethod
+    def parse(cls, text: str) -> LogFormat:
+        pieces = _FIELD.split(text)
+        seps, fields = pieces[0::2], pieces[1::2]
+        if not fields:
+            raise ConfigError(f"--format {text!r} has no <Field> placeholders; "
+                              "example: '<Date> <Time> <Level> <Component>: <Content>'")
+        for name in fields:
+            if not _NAME.match(name):
+                raise ConfigError(f"--format {text!r}: field name <{name}> must be letters, digits "
+                                  "or _ and not start with a digit")
+        dup = sorted({f for f in fields if fields.count(f) > 1})
+        if dup:
+            raise ConfigError(f"--format {text!r}: field <{dup[0]}> appears more than once")
+        if fields[-1] != CONTENT:
+            raise ConfigError(f"--format {text!r}: the last field must be <{CONTENT}> (the message); "
+                              f"found <{fields[-1]}>")
+        if seps[-1].strip():
+            raise ConfigError(f"--format {text!r}: text after <{CONTENT}> is not supported")
+        return cls(text=text, fields=tuple(fields), separators=tuple(_literal(s) for s in seps))
+
+    @property
+    def header_fields(self) -> tuple[str, ...]:
+        return self.fields[:-1]
+
+    @property
+    def header_regex(self) -> str:
+        """Anchored regex matching the header up to where ``<Content>`` starts (no captures)."""
+        out = "^" + self.separators[0]
+        for i in range(len(self.header_fields)):
+            out += "(?:.*?)" + self.separators[i + 1]
+        return out
+
+    def capture_regex(self, wanted: tuple[str, ...] | list[str]) -> str:
+        """Anchored regex of the whole line with named groups for the ``wanted`` fields only."""
+        out = "^" + self.separators[0]
+        for i, name in enumerate(self.fields):
+            body = ".*" if name == CONTENT else ".*?"
+            out += f"(?P<{name}>{body})" if name in wanted else f"(?:{body})"
+            if i + 1 < len(self.fields):
+                out += self.separators[i + 1]
+        return out + "$"
+
+    @property
+    def header_can_be_empty(self) -> bool:
+        """True when the header regex can match the empty string (then every line parses)."""
+        return re.match(self.header_regex, "") is not None
+
+    @property
+    def literal_has_digit(self) -> bool:
+        return any(ch.isdigit() for ch in "".join(self.separators))
+
+    def strip_header(self, lines: pl.Series) -> tuple[pl.Series, pl.Series]:
+        """``(content, parsed)``: content is the line minus its header; ``parsed`` is False (and the
+        content the whole line) where the header does not match."""
+        content = lines.str.replace(self.header_regex, "")
+        if self.header_can_be_empty:
+            parsed = pl.Series("parsed", [True] * len(lines), dtype=pl.Boolean)
+        else:
+            # A match always removes at least one character, so an unchanged length means no match.
+            parsed = (lines.str.len_bytes() != content.str.len_bytes()).fill_null(False).rename("parsed")
+        return content.rename("content"), parsed
+
+    def extract(self, lines: pl.Series, wanted: list[str]) -> pl.DataFrame:
+        """The ``wanted`` fields as string columns (null where the line does not parse)."""
+        if not wanted:
+            return pl.DataFrame()
+        groups = lines.str.extract_groups(self.capture_regex(wanted))
+        return groups.struct.unnest()
+
+
+FAMILY_FORMATS: dict[str, str] = {
+    "hdfs": "<Date> <Time> <Pid> <Level> <Component>: <Content>",
+    "bgl": "<Label> <Timestamp> <Date> <Node> <Time> <NodeRepeat> <Type> <Component> <Level> <Content>",
+    "thunderbird": "<Label> <Timestamp> <Date> <User> <Month> <Day> <Time> <Location> <Content>",
+    "liberty": "<Label> <Timestamp> <Date> <User> <Month> <Day> <Time> <Location> <Content>",
+    "spirit": "<Label> <Timestamp> <Date> <User> <Month> <Day> <Time> <Location> <Content>",
+}

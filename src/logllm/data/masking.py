@@ -1,0 +1,112 @@
+"""Masking variable parts of log messages with ``<*>`` (METHOD.md section 2).
+
+Two implementations of one rule set, with identical output:
+
+* :func:`mask_series` / :func:`mask_expr` run polars' (Rust) regex over a whole column;
+* :func:`mask_text` runs Python's :mod:`re` on one string (streaming use, tests, the reference
+  benchmark).
+
+The rules: every run of three or more dots becomes ``.. ``; then, scanning left to right, the first
+class in :data:`MASK_CLASSES` that matches at a position is replaced by ``<*>``. Both engines use
+leftmost-first alternation, so one alternation of the classes in order implements "first class that
+matches". Word boundaries and character classes are ASCII-only on purpose: Python's and Rust's
+Unicode definitions of ``\\b``/``\\w``/``\\s`` differ on rare characters, and ASCII keeps the two
+implementations identical on any text.
+
+Every character class here treats the ten ASCII digits alike and no digit survives masking (a digit
+is either inside a match or starts a class-10 match), so ``mask(x) == mask(digits_to_zero(x))``.
+:func:`digits_to_zero` lets callers mask each distinct digit-normalised text once (``logllm prepare``
+does this on raw bytes); a test checks the property.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+import polars as pl
+
+MaskMode = Literal["paper", "none"]
+MASK_MODES: tuple[str, ...] = ("paper", "none")
+MASK_TOKEN = "<*>"
+
+DOTS_PATTERN = r"\.{3,}"
+DOTS_REPLACEMENT = ".. "
+
+_WS = r"[ \t\n\r\f\v]"
+_NUMBER_WORDS = (
+    "zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|"
+    "sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety|"
+    "hundred|thousand|million|billion"
+)
+_WEEKDAYS = "Monday|Mon|Tuesday|Tue|Wednesday|Wed|Thursday|Thu|Friday|Fri|Saturday|Sat|Sunday|Sun"
+_MONTHS = (
+    "January|Jan|February|Feb|March|Mar|April|Apr|May|June|Jun|July|Jul|August|Aug|September|Sep|"
+    "October|Oct|November|Nov|December|Dec"
+)
+_HEX2 = "[0-9A-Fa-f]{2}"
+_USER = "[A-Za-z0-9_.]+"
+_TOKEN = r"[A-Za-z0-9.:_\-]"
+# "{B}" stands for an ASCII word boundary; it is spelled per engine below.
+MASK_CLASSES: tuple[tuple[str, str], ...] = (
+    ("bool", "True|true|False|false"),
+    ("number_word", "{B}(?:" + _NUMBER_WORDS + "){B}"),
+    ("weekday", "{B}(?:" + _WEEKDAYS + "){B}"),
+    ("month_day", "{B}(?:" + _MONTHS + ")" + _WS + "+[0-9]{1,2}" + _WS + "+"),
+    ("ipv4", r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?::[0-9]+)?"),
+    ("mac", f"(?:{_HEX2}:){{11}}{_HEX2}|(?:{_HEX2}:){{5}}{_HEX2}"),
+    ("path", r"[A-Za-z0-9]*[:.]?(?:[/\\][^/\\ \t\n\r\f\v\[\]]+)+"),
+    ("hex_word", "{B}(?:[0-9A-Fa-f]{10}|[0-9A-Fa-f]{8}){B}"),
+    ("user_host", f"{_USER}@{_USER}-{_USER}|{_USER}@{_USER}"),
+    ("digit_token", f"{_TOKEN}*[0-9]{_TOKEN}*"),
+)
+
+
+def _combined(boundary: str) -> str:
+    return "|".join(f"(?:{p.replace('{B}', boundary)})" for _, p in MASK_CLASSES)
+
+
+#: The combined pattern for polars / Rust regex (ASCII word boundary).
+POLARS_PATTERN = _combined(r"(?-u:\b)")
+#: The combined pattern for Python ``re`` (ASCII word boundary).
+PYTHON_PATTERN = _combined(r"(?a:\b)")
+
+_PY_MASK = re.compile(PYTHON_PATTERN)
+_PY_DOTS = re.compile(DOTS_PATTERN)
+_DIGITS_STR = str.maketrans("123456789", "000000000")
+DIGITS_TO_ZERO_BYTES = bytes.maketrans(b"123456789", b"000000000")
+
+
+def check_mode(mode: str) -> MaskMode:
+    if mode not in MASK_MODES:
+        from logllm.errors import ConfigError
+
+        raise ConfigError(f"--mask {mode!r} is not a masking mode; choose one of {', '.join(MASK_MODES)}")
+    return mode  # type: ignore[return-value]
+
+
+def mask_text(text: str, mode: MaskMode = "paper") -> str:
+    """Mask one message (Python ``re``); same output as :func:`mask_series` on that message."""
+    if mode == "none":
+        return text
+    return _PY_MASK.sub(MASK_TOKEN, _PY_DOTS.sub(DOTS_REPLACEMENT, text))
+
+
+def mask_expr(expr: pl.Expr, mode: MaskMode = "paper") -> pl.Expr:
+    """The masking as a polars expression over a string column."""
+    if mode == "none":
+        return expr
+    return expr.str.replace_all(DOTS_PATTERN, DOTS_REPLACEMENT).str.replace_all(POLARS_PATTERN, MASK_TOKEN)
+
+
+def mask_series(contents: pl.Series | list[str], mode: MaskMode = "paper") -> pl.Series:
+    """Mask a batch of messages with polars' regex engine (nulls stay null)."""
+    s = contents if isinstance(contents, pl.Series) else pl.Series("content", contents, dtype=pl.String)
+    if mode == "none":
+        return s
+    return s.to_frame("c").select(mask_expr(pl.col("c"), mode)).to_series().rename(s.name)
+
+
+def digits_to_zero(text: str) -> str:
+    """Replace each ASCII digit by ``0`` (masking is invariant under this; see module docstring)."""
+    return text.translate(_DIGITS_STR)

@@ -1,0 +1,198 @@
+"""Options of `logllm prepare`, as one typed dataclass that round-trips through the manifest.
+
+``PrepareOptions.from_dict(manifest["options"])`` rebuilds exactly the preprocessing a prepared
+folder was made with (format, label rule, masking, unparsed policy, windowing), which is what
+streaming detection needs to treat new lines like the training data.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Literal
+
+from logllm.data.formats import FAMILY_FORMATS, LogFormat
+from logllm.data.masking import MaskMode, check_mode
+from logllm.errors import ConfigError
+
+Family = Literal["hdfs", "bgl", "thunderbird", "liberty", "spirit", "custom", "logllm-csv"]
+FAMILIES: tuple[str, ...] = ("hdfs", "bgl", "thunderbird", "liberty", "spirit", "custom", "logllm-csv")
+WINDOWED_FAMILIES: tuple[str, ...] = ("bgl", "thunderbird", "liberty", "spirit")
+OnUnparsed = Literal["keep", "skip", "fail"]
+MissingLabels = Literal["fail", "drop", "keep"]
+SplitMode = Literal["random", "chronological"]
+LabelRule = Literal["first_token", "field", "none"]
+
+HDFS_SESSION_REGEX = r"blk_-?\d+"
+DEFAULT_MAX_LINE_CHARS = 100_000
+
+
+def parse_duration(text: str) -> float:
+    """``'60s'``, ``'5m'``, ``'1h'``, ``'250ms'`` or a bare number of seconds -> seconds."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h|d)?\s*", str(text))
+    if not m:
+        raise ConfigError(f"--time-window {text!r} is not a duration; use e.g. 60s, 5m, 1h")
+    value = float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2) or "s"]
+    if value <= 0:
+        raise ConfigError(f"--time-window {text!r} must be positive")
+    return value
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    """Everything that defines a prepared dataset (except where it is written).
+
+    Fields left ``None`` take the family's default when :meth:`resolved` is called; the manifest
+    stores the resolved options.
+    """
+
+    family: Family
+    #: log files read in this order as one stream (for logllm-csv: the CSV files, see ``csv_splits``)
+    inputs: tuple[str, ...] = ()
+    #: labels file (``BlockId,Label`` for hdfs; ``<id>,<label>`` for custom sessions)
+    labels: str | None = None
+    #: Loghub-style format string; None = the family's format
+    format: str | None = None
+    mask: MaskMode = "paper"
+    #: a line that does not match the format: keep it as content-only, skip it (counted) or stop
+    on_unparsed: OnUnparsed = "keep"
+    #: sequences without an entry in the labels file: stop, drop them (counted), or keep unlabeled
+    missing_labels: MissingLabels = "fail"
+    #: how a line gets its label: first token ('-' normal), a format field, or none
+    label_rule: LabelRule | None = None
+    label_field: str | None = None
+    #: label values that mean "normal" (anything else is anomalous)
+    normal_values: tuple[str, ...] = ("-",)
+    #: sessions: a regex over the content; each distinct match in a line is a session id
+    session_regex: str | None = None
+    #: fixed windows of ``window`` lines, every ``step`` lines
+    window: int | None = None
+    step: int | None = None
+    #: time windows (e.g. '60s') over ``timestamp_field`` (several fields joined by ',')
+    time_window: str | None = None
+    timestamp_field: str | None = None
+    #: strftime format of the timestamp, or 'epoch' (seconds since 1970)
+    timestamp_format: str | None = None
+    split: SplitMode | None = None
+    train_ratio: float = 0.8
+    #: share of the training part held out for validation (end of train, or random for sessions)
+    val_ratio: float = 0.0
+    seed: int = 0
+    #: 1-based inclusive line range over the concatenated inputs
+    start_line: int | None = None
+    end_line: int | None = None
+    #: longer contents are truncated (counted) before masking
+    max_line_chars: int = DEFAULT_MAX_LINE_CHARS
+    #: logllm-csv: the split of each input file
+    csv_splits: tuple[str, ...] = field(default=())
+
+    # ---- derived -------------------------------------------------------------------------------
+    @property
+    def sequence_kind(self) -> Literal["sessions", "windows", "time_windows", "csv"]:
+        if self.family == "logllm-csv":
+            return "csv"
+        if self.family == "hdfs" or self.session_regex:
+            return "sessions"
+        if self.time_window:
+            return "time_windows"
+        return "windows"
+
+    @property
+    def log_format(self) -> LogFormat:
+        return LogFormat.parse(self.format or FAMILY_FORMATS.get(self.family, "<Content>"))
+
+    def resolved(self) -> PrepareOptions:
+        """Fill family defaults and check every option; raises ConfigError naming the option."""
+        o = self
+        if o.family not in FAMILIES:
+            raise ConfigError(f"family {o.family!r} is unknown; choose one of {', '.join(FAMILIES)}")
+        check_mode(o.mask)
+        if o.on_unparsed not in ("keep", "skip", "fail"):
+            raise ConfigError(f"--on-unparsed {o.on_unparsed!r}: choose keep, skip or fail")
+        if o.missing_labels not in ("fail", "drop", "keep"):
+            raise ConfigError(f"--missing-labels {o.missing_labels!r}: choose fail, drop or keep")
+        if not o.inputs:
+            raise ConfigError("no input files given; pass --log FILE (several allowed, read in order)")
+        if not 0 < o.train_ratio < 1:
+            raise ConfigError(f"--train-ratio {o.train_ratio} must be between 0 and 1 (exclusive)")
+        if not 0 <= o.val_ratio < 1:
+            raise ConfigError(f"--val-ratio {o.val_ratio} must be in [0, 1): the share of the training part")
+        if o.start_line is not None and o.start_line < 1:
+            raise ConfigError(f"--start-line {o.start_line} must be >= 1 (lines are numbered from 1)")
+        if o.end_line is not None and o.end_line < (o.start_line or 1):
+            raise ConfigError(f"--end-line {o.end_line} is before --start-line {o.start_line or 1}")
+        if o.max_line_chars < 1:
+            raise ConfigError(f"--max-line-chars {o.max_line_chars} must be positive")
+        if o.family == "logllm-csv":
+            return replace(o, split=None, format=None, label_rule="none")
+        fmt = o.log_format  # validates the format string
+        updates: dict[str, Any] = {"format": fmt.text}
+        if o.family == "hdfs":
+            updates.update(session_regex=o.session_regex or HDFS_SESSION_REGEX, label_rule=o.label_rule or "none")
+        elif o.family in WINDOWED_FAMILIES:
+            updates.update(label_rule=o.label_rule or "first_token")
+        else:  # custom
+            if o.label_rule is None:
+                updates["label_rule"] = "field" if o.label_field else "none"
+        label_rule = updates.get("label_rule", o.label_rule)
+        if label_rule == "field":
+            if not o.label_field:
+                raise ConfigError("--label-rule field needs --label-field NAME (a field of --format)")
+            if o.label_field not in fmt.header_fields:
+                raise ConfigError(f"--label-field {o.label_field!r} is not a header field of --format "
+                                  f"{fmt.text!r} (fields: {', '.join(fmt.header_fields)})")
+        if o.session_regex or o.family == "hdfs":
+            rx = updates.get("session_regex", o.session_regex)
+            try:
+                re.compile(rx)
+            except re.error as err:
+                raise ConfigError(f"--session-regex {rx!r} is not a valid regex: {err}") from err
+            if o.window or o.time_window:
+                raise ConfigError("sessions (--session-regex / hdfs) cannot be combined with --window or --time-window")
+        if o.time_window:
+            parse_duration(o.time_window)
+            if o.window:
+                raise ConfigError("use either --window (lines) or --time-window (time), not both")
+            if not o.timestamp_field or not o.timestamp_format:
+                raise ConfigError("--time-window needs --timestamp-field (a field of --format, or several "
+                                  "joined by ',') and --timestamp-format (strftime, or 'epoch')")
+            for name in o.timestamp_field.split(","):
+                if name not in fmt.header_fields:
+                    raise ConfigError(f"--timestamp-field {name!r} is not a header field of --format "
+                                      f"{fmt.text!r} (fields: {', '.join(fmt.header_fields)})")
+        is_windows = not (updates.get("session_regex") or o.session_regex) and not o.time_window
+        for name, value in (("--window", o.window), ("--step", o.step)):
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} {value} must be a positive number of lines")
+        if is_windows:
+            window = o.window or 100
+            step = o.step or window
+            if window < 1 or step < 1:
+                raise ConfigError(f"--window {window} and --step {step} must be positive")
+            updates.update(window=window, step=step)
+        default_split = "random" if (updates.get("session_regex") or o.session_regex) else "chronological"
+        updates["split"] = o.split or default_split
+        if updates["split"] not in ("random", "chronological"):
+            raise ConfigError(f"--split {updates['split']!r}: choose random or chronological")
+        return replace(o, **updates)
+
+    # ---- (de)serialisation ---------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["inputs"] = list(self.inputs)
+        d["normal_values"] = list(self.normal_values)
+        d["csv_splits"] = list(self.csv_splits)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PrepareOptions:
+        """Rebuild options from ``manifest["options"]`` (unknown keys are rejected by name)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown prepare option(s) {unknown}; was the folder made by a newer logllm?")
+        d = dict(data)
+        for key in ("inputs", "normal_values", "csv_splits"):
+            if key in d and d[key] is not None:
+                d[key] = tuple(d[key])
+        return cls(**d)

@@ -1,0 +1,139 @@
+"""Raw lines -> content, line label and timestamp, with the unparsed-line policy applied.
+
+This is the one definition of "how a raw line becomes a message" used both by `logllm prepare` and
+by streaming detection::
+
+    opts = PrepareOptions.from_dict(manifest["options"]).resolved()
+    parser = LineParser(opts)
+    batch = parser.parse(lines, source="app.log", first_line=1)
+    messages = mask_series(batch.content, opts.mask)
+
+A line that does not match the format is never dropped silently: with ``on_unparsed="keep"`` its
+whole text (without the label token, for label-first families) becomes the content and it is
+counted; with ``"skip"`` it is counted and flagged ``keep=False``; with ``"fail"`` a DataError names
+file:line and shows the line.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import polars as pl
+
+from logllm.data.formats import LogFormat
+from logllm.data.options import PrepareOptions
+from logllm.errors import DataError
+
+log = logging.getLogger(__name__)
+
+_FIRST_TOKEN = r"^\s*(\S+)"
+_FIRST_TOKEN_AND_SPACE = r"^\s*\S+\s*"
+
+
+@dataclass
+class ParsedBatch:
+    """One batch of parsed lines; every Series has one row per input line."""
+
+    content: pl.Series  # String: the message (header removed), truncated to max_line_chars
+    label: pl.Series  # Int8: 1 anomalous, 0 normal, null unknown
+    parsed: pl.Series  # Boolean: the line matched the format
+    keep: pl.Series  # Boolean: False for lines skipped by on_unparsed="skip"
+    timestamp: pl.Series | None  # Float64 seconds since the epoch (time windows only), null if bad
+    truncated_rows: pl.Series | None = None  # Boolean: the content was cut at max_line_chars
+    unparsed: int = 0
+    skipped: int = 0
+    truncated: int = 0
+    bad_timestamps: int = 0
+
+    def __len__(self) -> int:
+        return len(self.content)
+
+
+def _clip(text: str, n: int = 200) -> str:
+    return text if len(text) <= n else text[:n] + f"... ({len(text)} chars)"
+
+
+class LineParser:
+    """Parses batches of raw lines according to (resolved) :class:`PrepareOptions`."""
+
+    def __init__(self, options: PrepareOptions):
+        self.options = options if options.split is not None else options.resolved()
+        self.format: LogFormat = self.options.log_format
+        o = self.options
+        self.label_rule = o.label_rule or "none"
+        self.ts_fields = o.timestamp_field.split(",") if (o.time_window and o.timestamp_field) else []
+        wanted = list(self.ts_fields)
+        if self.label_rule == "field" and o.label_field:
+            wanted.append(o.label_field)
+        self.wanted = list(dict.fromkeys(wanted))
+
+    def parse(self, lines: pl.Series | list[str], source: str = "<lines>", first_line: int = 1,
+              line_numbers: pl.Series | None = None) -> ParsedBatch:
+        """Parse a batch of raw lines (without line ends).
+
+        ``source`` and ``first_line`` (or explicit ``line_numbers``) are only used in messages.
+        """
+        s = lines if isinstance(lines, pl.Series) else pl.Series("line", lines, dtype=pl.String)
+        s = s.fill_null("")
+        o = self.options
+        content, parsed = self.format.strip_header(s)
+        n_unparsed = len(s) - int(parsed.sum())
+        if n_unparsed and o.on_unparsed == "fail":
+            i = int(parsed.arg_min())  # first False
+            num = int(line_numbers[i]) if line_numbers is not None else first_line + i
+            raise DataError(f"{source}:{num}: line does not match the log format {self.format.text!r}: "
+                            f"{_clip(s[i])!r}. Fix --format, or pass --on-unparsed keep|skip")
+        frame = pl.DataFrame({"line": s, "content": content, "parsed": parsed})
+        exprs: list[pl.Expr] = []
+        if self.label_rule == "first_token":
+            token = pl.col("line").str.extract(_FIRST_TOKEN, 1)
+            exprs.append(pl.when(token.is_null()).then(None).when(token.is_in(list(o.normal_values)))
+                         .then(0).otherwise(1).cast(pl.Int8).alias("label"))
+            # An unparsed line keeps its text but not its label token: that would leak the label.
+            exprs.append(pl.when(pl.col("parsed")).then(pl.col("content"))
+                         .otherwise(pl.col("line").str.replace(_FIRST_TOKEN_AND_SPACE, "")).alias("content"))
+        fields = self.format.extract(s, self.wanted) if self.wanted else None
+        if self.label_rule == "field" and fields is not None:
+            value = fields[o.label_field]
+            frame = frame.with_columns(value.alias("_label"))
+            exprs.append(pl.when(pl.col("_label").is_null()).then(None)
+                         .when(pl.col("_label").is_in(list(o.normal_values))).then(0).otherwise(1)
+                         .cast(pl.Int8).alias("label"))
+        if not any(e.meta.output_name() == "label" for e in exprs):
+            exprs.append(pl.lit(None, dtype=pl.Int8).alias("label"))
+        frame = frame.with_columns(exprs)
+        lengths = frame["content"].str.len_chars()
+        too_long = lengths > o.max_line_chars
+        n_trunc = int(too_long.sum())
+        if n_trunc:
+            i = int(too_long.arg_max())
+            num = int(line_numbers[i]) if line_numbers is not None else first_line + i
+            log.warning("%s: %d line(s) longer than %d characters truncated (first: line %d, %d chars)",
+                        source, n_trunc, o.max_line_chars, num, int(lengths[i]))
+            frame = frame.with_columns(pl.col("content").str.head(o.max_line_chars))
+        timestamp = None
+        bad_ts = 0
+        if self.ts_fields and fields is not None:
+            timestamp, bad_ts = self._timestamps(fields)
+        keep = pl.Series("keep", [True] * len(s), dtype=pl.Boolean)
+        skipped = 0
+        if n_unparsed and o.on_unparsed == "skip":
+            keep = frame["parsed"].rename("keep")
+            skipped = n_unparsed
+        return ParsedBatch(content=frame["content"], label=frame["label"], parsed=frame["parsed"], keep=keep,
+                           timestamp=timestamp, truncated_rows=too_long.rename("truncated"), unparsed=n_unparsed,
+                           skipped=skipped, truncated=n_trunc, bad_timestamps=bad_ts)
+
+    def _timestamps(self, fields: pl.DataFrame) -> tuple[pl.Series, int]:
+        o = self.options
+        text = fields.select(pl.concat_str([pl.col(f) for f in self.ts_fields], separator=" ")).to_series()
+        if o.timestamp_format == "epoch":
+            ts = text.str.strip_chars().cast(pl.Float64, strict=False)
+        else:
+            dt = text.str.strptime(pl.Datetime("us"), o.timestamp_format, strict=False)
+            ts = dt.dt.epoch("us").cast(pl.Float64) / 1e6
+        ts = ts.rename("timestamp")
+        # Lines whose fields parsed but whose timestamp did not (unparsed lines are counted elsewhere).
+        bad = int((ts.is_null() & text.is_not_null()).sum())
+        return ts, bad

@@ -1,0 +1,440 @@
+"""`logllm prepare`: raw log files -> a prepared folder (see :mod:`logllm.data.dataset`).
+
+    from logllm.data.prepare import PrepareOptions, prepare
+    result = prepare(PrepareOptions(family="hdfs", inputs=("HDFS.log",), labels="anomaly_label.csv"), "out/hdfs")
+    print(result.summary())
+
+The input is read in chunks of whole lines. For the built-in families with paper masking each chunk is
+processed once per *distinct digit-normalised line* (masking, format matching and label rules do not
+depend on which digits a line holds; see :mod:`logllm.data.masking`), which is what makes it fast;
+custom formats go through :class:`logllm.data.parsing.LineParser` line by line (in polars). Both give
+identical output (tested).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from logllm import __version__
+from logllm.data.dataset import write_prepared
+from logllm.data.labels import read_labels
+from logllm.data.masking import DIGITS_TO_ZERO_BYTES, mask_series
+from logllm.data.options import HDFS_SESSION_REGEX, WINDOWED_FAMILIES, PrepareOptions, parse_duration
+from logllm.data.parsing import LineParser, _clip
+from logllm.data.readers import LineChunk, LineReader, distinct_lines, lines_series
+from logllm.data.splits import chronological_bounds, random_split
+from logllm.data.windows import SEQ_AGG, SEQUENCE_COLUMNS, fixed_windows, time_windows
+from logllm.errors import DataError
+from logllm.versions import library_versions
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PrepareOptions", "PrepareResult", "prepare"]
+
+MAX_EXAMPLES = 5
+SPLIT_ORDER = ("train", "val", "test")
+
+
+@dataclass
+class PrepareResult:
+    """What `prepare` wrote: the folder, its manifest, and how long it took."""
+
+    out: Path
+    manifest: dict
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        """A one-screen text summary (counts per split, anomaly ratio, unparsed lines)."""
+        m = self.manifest
+        o = m["options"]
+        lines = [
+            f"prepared {o['family']} -> {self.out}",
+            f"  input: {len(m['inputs'])} file(s), {m['lines']:,} lines"
+            + (f" (range {o['start_line'] or 1}-{o['end_line'] or 'end'})" if o["start_line"] or o["end_line"] else ""),
+            f"  distinct messages: {m['distinct_messages']:,} (mask: {o['mask']})",
+            f"  {'split':<6} {'sequences':>10} {'anomalous':>10} {'ratio':>8} {'lines':>11}",
+        ]
+        for name in SPLIT_ORDER:
+            if name in m["splits"]:
+                s = m["splits"][name]
+                ratio = s["anomalous"] / s["sequences"] if s["sequences"] else 0.0
+                lines.append(f"  {name:<6} {s['sequences']:>10,} {s['anomalous']:>10,} {ratio:>8.2%} {s['lines']:>11,}")
+        unlabeled = sum(s.get("unlabeled", 0) for s in m["splits"].values())
+        if unlabeled:
+            lines.append(f"  unlabeled sequences: {unlabeled:,} (no label source; fine for detection, not for training)")
+        lines.append(f"  unparsed lines: {m['unparsed_lines']:,} (policy {o['on_unparsed']}"
+                     + (f", {m['skipped_lines']:,} skipped" if m["skipped_lines"] else "") + ")")
+        for ex in m["unparsed_examples"]:
+            lines.append(f"    {ex}")
+        for key, text in (("invalid_utf8_lines", "lines with invalid UTF-8 (decoded with replacement)"),
+                          ("truncated_lines", f"lines truncated to {o['max_line_chars']:,} characters"),
+                          ("bad_timestamps", "lines with an unreadable timestamp (previous one used)")):
+            if m.get(key):
+                lines.append(f"  {text}: {m[key]:,}" + (f" (first: {m[key + '_examples'][0]})"
+                                                         if m.get(key + "_examples") else ""))
+        ml = m.get("missing_labels")
+        if ml and ml["count"]:
+            lines.append(f"  sequences without a label: {ml['count']:,} ({ml['policy']})")
+        lines.append(f"  time: {self.seconds:.2f} s")
+        return "\n".join(lines)
+
+
+class _Messages:
+    """Distinct masked messages, ids in order of first appearance."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+
+    def ids_of(self, texts: pl.Series) -> np.ndarray:
+        ids = self.ids
+        return np.fromiter((ids.setdefault(t, len(ids)) for t in texts.to_list()), dtype=np.uint32,
+                           count=len(texts))
+
+    def map(self, masked: pl.Series) -> np.ndarray:
+        """Per-row ids of a (long) column of masked texts."""
+        uniq = masked.unique(maintain_order=True)
+        ids = self.ids_of(uniq)
+        return masked.replace_strict(uniq, pl.Series(ids, dtype=pl.UInt32), return_dtype=pl.UInt32).to_numpy()
+
+    @property
+    def texts(self) -> list[str]:
+        return list(self.ids)
+
+
+@dataclass
+class _Counts:
+    lines: int = 0
+    unparsed: int = 0
+    skipped: int = 0
+    truncated: int = 0
+    bad_timestamps: int = 0
+    unparsed_examples: list[str] = field(default_factory=list)
+    truncated_examples: list[str] = field(default_factory=list)
+    invalid_examples: list[str] = field(default_factory=list)
+
+
+def _find_all(pattern: str, data: bytes) -> pl.Series:
+    """Every match of ``pattern`` in ``data`` in order, by Python's bytes regex (a literal-prefix search)."""
+    return pl.Series("sid", re.findall(pattern.encode(), data), dtype=pl.Binary).cast(pl.String)
+
+
+class _Preparer:
+    def __init__(self, options: PrepareOptions, chunk_bytes: int | None, progress: bool):
+        self.o = options
+        self.messages = _Messages()
+        self.counts = _Counts()
+        self.keep_parser = LineParser(replace(options, on_unparsed="keep"))
+        self.fmt = self.keep_parser.format
+        self.chunk_bytes = chunk_bytes
+        self.progress = progress
+        self.session_rx = options.session_regex if options.sequence_kind == "sessions" else None
+        # Whole-chunk shortcuts are valid when nothing downstream needs the digits of a line.
+        self.fast = (options.mask == "paper" and not self.fmt.literal_has_digit
+                     and options.family in ("hdfs", *WINDOWED_FAMILIES)
+                     and (options.family != "hdfs" or options.session_regex == HDFS_SESSION_REGEX)
+                     and not any(ch.isdigit() for v in options.normal_values for ch in v)
+                     and options.label_rule in ("first_token", "none") and not options.time_window)
+        self.parts: dict[str, list[np.ndarray]] = {k: [] for k in ("message_id", "label", "file_index",
+                                                                   "line_number", "timestamp")}
+        self.sessions: list[pl.DataFrame] = []
+        self.kept = 0
+        self.no_session = 0
+
+    # ---- per chunk -----------------------------------------------------------------------------
+    def _where(self, chunk: LineChunk, idx: int) -> str:
+        return f"{self.reader.inputs[chunk.file_index].path}:{chunk.first_line + idx}"
+
+    def _raw_line(self, chunk: LineChunk, idx: int) -> str:
+        return chunk.data.split(b"\n", idx + 1)[idx].decode("utf-8").removesuffix("\r")
+
+    def process(self, chunk: LineChunk) -> None:
+        o = self.o
+        c = self.counts
+        n = chunk.n_lines
+        c.lines += n
+        for num in chunk.invalid_utf8_lines[: MAX_EXAMPLES - len(c.invalid_examples)]:
+            c.invalid_examples.append(f"{self.reader.inputs[chunk.file_index].path}:{num}")
+        source = self.reader.inputs[chunk.file_index].path
+        timestamp = None
+        sess = None
+        if self.fast:
+            normalised = chunk.data.translate(DIGITS_TO_ZERO_BYTES)
+            # Session ids are found by Python's regex (holds the GIL) while polars (releases it)
+            # builds the distinct lines: the two overlap.
+            found = self.pool.submit(_find_all, self.session_rx, chunk.data) if self.session_rx else None
+            codes, uniq, first = distinct_lines(normalised, n)
+            del normalised
+            batch = self.keep_parser.parse(uniq, source=source,
+                                           line_numbers=pl.Series(first + chunk.first_line, dtype=pl.UInt64))
+            mid = self.messages.ids_of(mask_series(batch.content, o.mask))[codes]
+            label = batch.label.fill_null(-1).to_numpy()[codes]
+            parsed = batch.parsed.to_numpy()[codes]
+            truncated = batch.truncated_rows.to_numpy()[codes] if batch.truncated else None
+            if found is not None:
+                sess = self._fast_sessions(found.result(), uniq, batch.content, codes)
+        else:
+            lines = lines_series(chunk.data, n)
+            batch = self.keep_parser.parse(lines, source=source, first_line=chunk.first_line)
+            mid = self.messages.map(mask_series(batch.content, o.mask))
+            label = batch.label.fill_null(-1).to_numpy()
+            parsed = batch.parsed.to_numpy()
+            truncated = batch.truncated_rows.to_numpy() if batch.truncated else None
+            timestamp = batch.timestamp
+            c.bad_timestamps += batch.bad_timestamps
+        if self.session_rx and sess is None:
+            ids = batch.content.str.extract_all(self.session_rx).list.unique(maintain_order=True)
+            sess = (pl.DataFrame({"line": np.arange(n, dtype=np.int64), "sid": ids})
+                    .explode("sid").drop_nulls("sid"))
+        if truncated is not None:
+            idx = np.flatnonzero(truncated)
+            c.truncated += len(idx)
+            room = max(MAX_EXAMPLES - len(c.truncated_examples), 0)
+            c.truncated_examples += [self._where(chunk, int(i)) for i in idx[:room]]
+        bad = np.flatnonzero(~parsed)
+        if len(bad):
+            c.unparsed += len(bad)
+            if o.on_unparsed == "fail":
+                i = int(bad[0])
+                raise DataError(f"{self._where(chunk, i)}: line does not match the log format "
+                                f"{self.fmt.text!r}: {_clip(self._raw_line(chunk, i))!r}. "
+                                "Fix --format, or pass --on-unparsed keep (content-only) or skip")
+            room = MAX_EXAMPLES - len(c.unparsed_examples)
+            c.unparsed_examples += [self._where(chunk, int(i)) for i in bad[:max(room, 0)]]
+        keep = parsed if o.on_unparsed == "skip" else np.ones(n, dtype=bool)
+        if o.on_unparsed == "skip":
+            c.skipped += len(bad)
+        line_number = np.arange(chunk.first_line, chunk.first_line + n, dtype=np.uint64)
+        pos = np.cumsum(keep) - 1 + self.kept  # global kept position of each line
+        self.parts["message_id"].append(mid[keep])
+        self.parts["label"].append(label[keep].astype(np.int8))
+        self.parts["file_index"].append(np.full(int(keep.sum()), chunk.file_index, dtype=np.uint16))
+        self.parts["line_number"].append(line_number[keep])
+        if timestamp is not None:
+            self.parts["timestamp"].append(timestamp.to_numpy()[keep])
+        if sess is not None:
+            rows = sess["line"].to_numpy()
+            self.no_session += int((np.bincount(rows, minlength=n)[keep] == 0).sum())
+            ok = keep[rows]
+            self.sessions.append(pl.DataFrame({"pos": pos[rows[ok]], "sid": sess["sid"].filter(pl.Series(ok))}))
+        self.kept += int(keep.sum())
+
+    def _fast_sessions(self, found: pl.Series, uniq: pl.Series, content: pl.Series,
+                       codes: np.ndarray) -> pl.DataFrame | None:
+        """Session ids of a chunk from one regex pass over its raw text (``found``, in order);
+        None -> use the per-line way."""
+        rx = self.session_rx
+        in_line = uniq.str.count_matches(rx).to_numpy()
+        if not (in_line == content.str.count_matches(rx).to_numpy()).all():
+            return None  # a header names a session id: only matches in the content count
+        counts = in_line[codes]
+        total = int(counts.sum())
+        if total == 0:
+            return pl.DataFrame({"line": np.zeros(0, dtype=np.int64), "sid": pl.Series([], dtype=pl.String)})
+        ids = found
+        if len(ids) != total:
+            return None
+        line = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+        sess = pl.DataFrame({"line": line, "sid": ids})
+        multi = counts[line] >= 2
+        if multi.any():  # a line naming the same id twice joins that session once
+            keep = np.ones(len(line), dtype=bool)
+            sub = sess.filter(pl.Series(multi))
+            keep[np.flatnonzero(multi)] = sub.select(pl.struct("line", "sid").is_first_distinct()).to_series().to_numpy()
+            sess = sess.filter(pl.Series(keep))
+        return sess
+
+    # ---- whole run -----------------------------------------------------------------------------
+    def run(self) -> tuple[dict[str, pl.DataFrame], dict]:
+        o = self.o
+        kwargs = {"chunk_bytes": self.chunk_bytes} if self.chunk_bytes else {}
+        self.reader = LineReader(o.inputs, o.start_line, o.end_line, **kwargs)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare") as self.pool:
+            return self._run()
+
+    def _run(self) -> tuple[dict[str, pl.DataFrame], dict]:
+        o = self.o
+        total = sum(i.bytes for i in self.reader.inputs)
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="B", unit_scale=True, desc="prepare", disable=None, leave=False)
+        first_chunk = True
+        for chunk in self.reader:
+            self.process(chunk)
+            if first_chunk and self.counts.unparsed == self.counts.lines:
+                self._no_line_parses(chunk)
+            first_chunk = False
+            if bar is not None:
+                bar.update(len(chunk.data))
+        if bar is not None:
+            bar.close()
+        if self.counts.lines == 0:
+            raise DataError(f"no lines in range --start-line {o.start_line} --end-line {o.end_line} "
+                            f"(the inputs have {self.reader.lines_read:,} lines)")
+        columns = {k: np.concatenate(v) for k, v in self.parts.items() if v}
+        self.parts.clear()
+        table = pl.DataFrame(columns).with_columns(pl.col("label").replace(-1, None).cast(pl.Int8))
+        kind = o.sequence_kind
+        extra: dict = {}
+        if kind == "sessions":
+            splits, extra = self._sessions(table)
+        else:
+            splits = self._windows(table, kind)
+        return splits, extra
+
+    def _no_line_parses(self, chunk: LineChunk) -> None:
+        raise DataError(f"{self.reader.inputs[chunk.file_index].path}: the log format {self.fmt.text!r} "
+                        f"matches none of the first {chunk.n_lines:,} lines; first line "
+                        f"{chunk.first_line}: {_clip(self._raw_line(chunk, 0))!r}. Pass the right --format "
+                        "(Loghub style, e.g. '<Date> <Time> <Level> <Component>: <Content>')")
+
+    def _sessions(self, table: pl.DataFrame) -> tuple[dict[str, pl.DataFrame], dict]:
+        o = self.o
+        sess = pl.concat(self.sessions) if self.sessions else pl.DataFrame(
+            {"pos": np.zeros(0, dtype=np.int64), "sid": pl.Series([], dtype=pl.String)})
+        rows = table[sess["pos"].to_numpy()].with_columns(sess["sid"].alias("sequence_id"))
+        seqs = rows.group_by("sequence_id", maintain_order=True).agg(SEQ_AGG)
+        missing: dict = {"count": 0, "policy": o.missing_labels, "examples": []}
+        if not o.labels and o.family == "hdfs":
+            log.warning("no --labels given: %d sessions are unlabeled", len(seqs))
+        if o.labels:
+            labels = read_labels(o.labels)
+            seqs = seqs.drop("label").join(labels, on="sequence_id", how="left", maintain_order="left")
+            miss = seqs.filter(pl.col("label").is_null())["sequence_id"]
+            missing.update(count=len(miss), examples=miss.head(MAX_EXAMPLES).to_list())
+            if len(miss):
+                if o.missing_labels == "fail":
+                    raise DataError(f"--labels {o.labels}: {len(miss):,} of {len(seqs):,} sessions have no label "
+                                    f"(first: {', '.join(missing['examples'])}). Check that the labels file "
+                                    "belongs to this log, or pass --missing-labels drop|keep")
+                log.warning("%d sessions without a label in %s: %s", len(miss), o.labels,
+                            "dropped" if o.missing_labels == "drop" else "kept unlabeled")
+                if o.missing_labels == "drop":
+                    seqs = seqs.filter(pl.col("label").is_not_null())
+        seqs = seqs.select(SEQUENCE_COLUMNS)
+        if o.split == "random":
+            idx = random_split(len(seqs), o.train_ratio, o.val_ratio, o.seed)
+            splits = {k: seqs[v] for k, v in idx.items()}
+        else:
+            bounds = chronological_bounds(len(seqs), o.train_ratio, o.val_ratio)
+            splits = {k: seqs[lo:hi] for k, (lo, hi) in bounds.items()}
+        extra = {"missing_labels": missing, "lines_without_session": self.no_session,
+                 "session_memberships": len(rows)}
+        if extra["lines_without_session"]:
+            log.info("%d lines name no session (regex %r); they are not in any sequence",
+                     extra["lines_without_session"], self.session_rx)
+        return splits, extra
+
+    def _windows(self, table: pl.DataFrame, kind: str) -> dict[str, pl.DataFrame]:
+        o = self.o
+        n = len(table)
+        if kind == "time_windows":
+            # A line without a readable timestamp takes the previous line's (counted in bad_timestamps).
+            table = table.with_columns(pl.col("timestamp").forward_fill().backward_fill())
+            seconds = parse_duration(o.time_window)
+
+            def build(bounds: list[tuple[int, int]], start: int) -> tuple[pl.DataFrame, int]:
+                return time_windows(table, bounds, seconds, start)
+        else:
+            def build(bounds: list[tuple[int, int]], start: int) -> tuple[pl.DataFrame, int]:
+                return fixed_windows(table, bounds, o.window, o.step, start)
+        if o.split == "chronological":
+            bounds = chronological_bounds(n, o.train_ratio, o.val_ratio)
+            splits: dict[str, pl.DataFrame] = {}
+            index = 0
+            for name, b in sorted(bounds.items(), key=lambda kv: kv[1][0]):
+                splits[name], index = build([b], index)
+            return splits
+        everything, _ = build([(0, n)], 0)
+        idx = random_split(len(everything), o.train_ratio, o.val_ratio, o.seed)
+        return {k: everything[v] for k, v in idx.items()}
+
+
+def prepare(options: PrepareOptions, out: str | Path, *, chunk_bytes: int | None = None,
+            progress: bool = False) -> PrepareResult:
+    """Read, parse, mask and window/sessionise the inputs, split, and write a prepared folder to ``out``.
+
+    Raises :class:`~logllm.errors.DataError` / :class:`~logllm.errors.ConfigError` for bad input or
+    options (the message names the file:line or option and the value).
+    """
+    t0 = time.perf_counter()
+    o = options.resolved()
+    if o.family == "logllm-csv":
+        from logllm.data.csv_import import import_csv
+
+        splits, messages, inputs, counts = import_csv(o)
+        manifest = _manifest(o, splits, len(messages), inputs, counts, {})
+        write_prepared(out, messages, splits, manifest)
+        return PrepareResult(Path(out), manifest, time.perf_counter() - t0)
+    p = _Preparer(o, chunk_bytes, progress)
+    splits, extra = p.run()
+    c = p.counts
+    counts = {
+        "lines": c.lines, "unparsed_lines": c.unparsed, "skipped_lines": c.skipped,
+        "unparsed_examples": c.unparsed_examples, "truncated_lines": c.truncated,
+        "truncated_lines_examples": c.truncated_examples, "invalid_utf8_lines": p.reader.invalid_utf8,
+        "invalid_utf8_lines_examples": c.invalid_examples, "bad_timestamps": c.bad_timestamps,
+        "lines_read": p.reader.lines_read,
+    }
+    if c.unparsed:
+        log.warning("%d of %d lines do not match the format %r (%s); first: %s", c.unparsed, c.lines,
+                    p.fmt.text, o.on_unparsed, ", ".join(c.unparsed_examples))
+    messages, splits = _drop_unused_messages(p.messages.texts, splits)
+    manifest = _manifest(o, splits, len(messages), [i.to_dict() for i in p.reader.inputs], counts, extra)
+    write_prepared(out, messages, splits, manifest)
+    result = PrepareResult(Path(out), manifest, time.perf_counter() - t0)
+    log.info("prepared %s in %.2f s: %d lines, %d messages", o.family, result.seconds, c.lines, len(messages))
+    return result
+
+
+def _drop_unused_messages(texts: list[str], splits: dict[str, pl.DataFrame]) -> tuple[list[str], dict[str, pl.DataFrame]]:
+    """Keep only messages that some sequence uses (skipped lines and lines outside every session
+    have ids too), renumbered in order of first appearance."""
+    used = np.zeros(len(texts), dtype=bool)
+    for df in splits.values():
+        used[df["message_ids"].explode().drop_nulls().to_numpy()] = True
+    if used.all():
+        return texts, splits
+    old = np.flatnonzero(used)
+    mapping_old = pl.Series(old, dtype=pl.UInt32)
+    mapping_new = pl.Series(np.arange(len(old)), dtype=pl.UInt32)
+    splits = {k: df.with_columns(pl.col("message_ids").list.eval(
+        pl.element().replace_strict(mapping_old, mapping_new, return_dtype=pl.UInt32))) for k, df in splits.items()}
+    return [texts[i] for i in old], splits
+
+
+def _manifest(o: PrepareOptions, splits: dict[str, pl.DataFrame], n_messages: int, inputs: list[dict],
+              counts: dict, extra: dict) -> dict:
+    split_info = {}
+    for name in SPLIT_ORDER:
+        if name in splits:
+            df = splits[name]
+            split_info[name] = {
+                "sequences": len(df),
+                "anomalous": int((df["label"] == 1).sum()),
+                "unlabeled": int(df["label"].is_null().sum()),
+                "lines": int(df["message_ids"].list.len().sum()) if len(df) else 0,
+            }
+    return {
+        "format_version": 1,
+        "family": o.family,
+        **counts,
+        "distinct_messages": n_messages,
+        "sequences": sum(s["sequences"] for s in split_info.values()),
+        "splits": split_info,
+        "options": o.to_dict(),
+        "seed": o.seed,
+        "inputs": inputs,
+        "version": __version__,
+        "versions": library_versions(),
+        **extra,
+    }

@@ -1,0 +1,243 @@
+"""Reading log files: plain or gzip, several in order, a line range, in chunks of bounded size.
+
+Lines come out in chunks of whole lines (``LineChunk``) so that memory stays bounded by the chunk
+size however large the file is. Invalid UTF-8 is decoded with replacement characters and each such
+line is counted and reported (Loghub's files contain latin-1 bytes). Every input is hashed (sha256
+of the bytes on disk) while it is read, for the manifest.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from logllm.errors import DataError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_BYTES = 64 << 20
+_SEPARATORS = [bytes([b]) for b in (1, 2, 3, 4, 5, 6, 7, 8, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24)]
+
+
+@dataclass
+class InputFile:
+    """An input as recorded in the manifest (``file_index`` indexes this list)."""
+
+    path: str
+    bytes: int
+    sha256: str = ""
+    lines: int = 0
+
+    def to_dict(self) -> dict[str, object]:
+        return {"path": self.path, "bytes": self.bytes, "sha256": self.sha256, "lines": self.lines}
+
+
+@dataclass
+class LineChunk:
+    """Consecutive whole lines of one file: ``data`` holds ``n_lines`` lines, each ending in ``\\n``,
+    as valid UTF-8. ``first_line`` is the 1-based number of the first one in its file."""
+
+    file_index: int
+    first_line: int
+    data: bytes
+    n_lines: int
+    invalid_utf8_lines: list[int] = field(default_factory=list)
+
+
+def check_inputs(paths: list[str] | tuple[str, ...], what: str = "--log") -> list[InputFile]:
+    """Each path must be an existing, non-empty regular file."""
+    out = []
+    for p in paths:
+        path = Path(p)
+        if not path.exists():
+            raise DataError(f"{what} {p}: file not found; check the path")
+        if not path.is_file():
+            raise DataError(f"{what} {p}: not a regular file")
+        size = path.stat().st_size
+        if size == 0:
+            raise DataError(f"{what} {p}: file is empty (0 bytes); remove it from {what}")
+        out.append(InputFile(path=str(p), bytes=size))
+    return out
+
+
+def _hash_file(digest: hashlib._Hash, path: str) -> None:
+    with open(path, "rb") as raw:
+        for block in iter(lambda: raw.read(1 << 24), b""):
+            digest.update(block)
+
+
+def _is_gzip(path: str) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+def _fix_utf8(data: bytes, first_line: int) -> tuple[bytes, list[int]]:
+    """Replace invalid UTF-8 sequences (U+FFFD) and return the 1-based numbers of the lines touched."""
+    if data.isascii():
+        return data, []
+    try:
+        data.decode("utf-8")
+        return data, []
+    except UnicodeDecodeError:
+        pass
+    lines = data.split(b"\n")
+    bad = []
+    for i, line in enumerate(lines):
+        if line.isascii():
+            continue
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            bad.append(first_line + i)
+            lines[i] = line.decode("utf-8", errors="replace").encode("utf-8")
+    return b"\n".join(lines), bad
+
+
+class LineReader:
+    """Iterate over the lines of several files as ``LineChunk`` s.
+
+    ``start_line``/``end_line`` (1-based, inclusive) count lines over the concatenation of the files.
+    After iteration ``inputs`` holds size, sha256 and line count of every file.
+    """
+
+    def __init__(self, paths: list[str] | tuple[str, ...], start_line: int | None = None,
+                 end_line: int | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES, what: str = "--log"):
+        self.inputs = check_inputs(paths, what)
+        self.start_line = start_line or 1
+        self.end_line = end_line
+        self.chunk_bytes = chunk_bytes
+        self.lines_read = 0  # lines seen in all files (in range or not)
+        self.lines_in_range = 0
+        self.invalid_utf8 = 0
+
+    def __iter__(self) -> Iterator[LineChunk]:
+        # Hashing runs in a helper thread (hashlib releases the GIL) while chunks are processed.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as pool:
+            yield from self._iter(pool)
+
+    def _iter(self, pool: ThreadPoolExecutor) -> Iterator[LineChunk]:
+        global_line = 0  # lines seen before the current chunk, over all files
+        for index, info in enumerate(self.inputs):
+            digest = hashlib.sha256()
+            hashing: list[Future] = []
+            gz = _is_gzip(info.path)
+            if gz:
+                hashing.append(pool.submit(_hash_file, digest, info.path))
+            opener = gzip.open if gz else open
+            carry = b""
+            file_line = 0
+            try:
+                with opener(info.path, "rb") as f:
+                    while True:
+                        block = f.read(self.chunk_bytes)
+                        if not gz and block:
+                            hashing.append(pool.submit(digest.update, block))
+                        if not block:
+                            if not carry:
+                                break
+                            data, carry = carry + b"\n", b""
+                        else:
+                            buf = carry + block
+                            cut = buf.rfind(b"\n")
+                            if cut < 0:  # one line longer than a chunk: keep reading
+                                carry = buf
+                                continue
+                            if cut == len(buf) - 1:
+                                data, carry = buf, b""  # no copy when the block ends a line
+                            else:
+                                data, carry = buf[: cut + 1], buf[cut + 1:]
+                        n = data.count(b"\n")
+                        lo, hi = global_line + 1, global_line + n  # global numbers of this chunk's lines
+                        first_in_file = file_line + 1
+                        file_line += n
+                        global_line += n
+                        keep_lo = max(lo, self.start_line)
+                        keep_hi = hi if self.end_line is None else min(hi, self.end_line)
+                        if keep_lo > keep_hi:
+                            continue
+                        if keep_lo > lo or keep_hi < hi:
+                            nl = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+                            a = keep_lo - lo  # index of first kept line within the chunk
+                            b = keep_hi - lo  # index of last kept line
+                            start = 0 if a == 0 else int(nl[a - 1]) + 1
+                            data = data[start: int(nl[b]) + 1]
+                        first = first_in_file + (keep_lo - lo)
+                        data, bad = _fix_utf8(data, first)
+                        if bad:
+                            self.invalid_utf8 += len(bad)
+                            log.warning("%s: %d line(s) with invalid UTF-8 decoded with replacement "
+                                        "(first: line %d)", info.path, len(bad), bad[0])
+                        self.lines_in_range += keep_hi - keep_lo + 1
+                        yield LineChunk(index, first, data, keep_hi - keep_lo + 1, bad)
+            except (OSError, EOFError, gzip.BadGzipFile) as err:
+                raise DataError(f"{info.path}: cannot read ({err}); is the file complete?") from err
+            if file_line == 0:
+                raise DataError(f"{info.path}: file has no lines (empty after decompression)")
+            for job in hashing:
+                job.result()
+            info.sha256 = digest.hexdigest()
+            info.lines = file_line
+            self.lines_read += file_line
+
+
+def distinct_lines(data: bytes, n_lines: int) -> tuple[np.ndarray, pl.Series, np.ndarray]:
+    """``(codes, distinct, first)`` for the lines of a chunk: ``distinct`` holds each distinct line
+    once, in order of first appearance; ``codes[i]`` is line i's index in it and ``first[k]`` the
+    index of the first line equal to ``distinct[k]``.
+
+    polars' CSV reader builds the categorical (hash + dedupe) while it splits lines, in parallel,
+    without materialising one string per line.
+    """
+    if n_lines == 0:
+        return np.zeros(0, dtype=np.int64), pl.Series("line", [], dtype=pl.String), np.zeros(0, dtype=np.int64)
+    sep = next((s for s in _SEPARATORS if s not in data), None)
+    raw_codes = None
+    if sep is not None:
+        cats = pl.Categories.random()
+        s = pl.read_csv(data, has_header=False, separator=sep.decode(), quote_char=None,
+                        new_columns=["line"], schema={"line": pl.Categorical(cats)})["line"]
+        if len(s) == n_lines:
+            table = cats.to_series().cast(pl.String)
+            # Empty lines come back null: give them their own code after the categories.
+            raw_codes = s.to_physical().fill_null(len(table)).to_numpy().astype(np.int64)
+            table = table.append(pl.Series([""], dtype=pl.String))
+    if raw_codes is None:
+        lines = lines_series(data, n_lines)
+        table = lines.unique(maintain_order=True)
+        raw_codes = lines.replace_strict(table, pl.int_range(len(table), eager=True), return_dtype=pl.Int64).to_numpy()
+    # First line of each code, in O(n) (ufunc.at is defined for repeated indices).
+    first_of = np.full(len(table), n_lines, dtype=np.int64)
+    np.minimum.at(first_of, raw_codes, np.arange(n_lines, dtype=np.int64))
+    present = np.flatnonzero(first_of < n_lines)
+    order = present[np.argsort(first_of[present], kind="stable")]  # categories come in thread order
+    remap = np.zeros(len(table), dtype=np.int64)
+    remap[order] = np.arange(len(order))
+    distinct = table.gather(order).rename("line")
+    return remap[raw_codes], distinct, first_of[order]
+
+
+def lines_series(data: bytes, n_lines: int) -> pl.Series:
+    """The lines of a chunk (each ending in ``\\n``, valid UTF-8) as a string Series.
+
+    polars' CSV reader splits lines in parallel in Rust; a separator byte absent from the chunk
+    makes each line one field, and no quote character means quotes are plain text.
+    """
+    if n_lines == 0:
+        return pl.Series("line", [], dtype=pl.String)
+    sep = next((s for s in _SEPARATORS if s not in data), None)
+    if sep is not None:
+        s = pl.read_csv(data, has_header=False, separator=sep.decode(), quote_char=None,
+                        new_columns=["line"], schema={"line": pl.String})["line"].fill_null("")
+        if len(s) == n_lines:
+            return s.rechunk()
+    # Fallback (a chunk that contains every separator candidate): split in Python.
+    text = data.decode("utf-8")
+    return pl.Series("line", [ln.removesuffix("\r") for ln in text.split("\n")[:-1]], dtype=pl.String)

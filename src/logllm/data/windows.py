@@ -1,0 +1,87 @@
+"""Fixed and time windows over a line table, and sessions grouped by id.
+
+The line table (one row per kept line, in log order) has columns ``message_id`` UInt32,
+``label`` Int8 (nullable), ``file_index`` UInt16, ``line_number`` UInt64 and, for time windows,
+``timestamp`` Float64. A window is anomalous if any of its lines is; normal if none is and at least
+one line is labeled; unlabeled otherwise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+SEQ_AGG = [
+    pl.col("message_id").alias("message_ids"),
+    pl.col("file_index"),
+    pl.col("line_number").alias("line_numbers"),
+    pl.col("label").max().alias("label"),
+]
+SEQUENCE_COLUMNS = ["sequence_id", "label", "message_ids", "file_index", "line_numbers"]
+
+
+def window_starts(lo: int, hi: int, window: int, step: int) -> list[tuple[int, int]]:
+    """Windows ``[start, end)`` inside ``[lo, hi)``: every ``step`` lines, the last one possibly shorter;
+    none crosses ``hi``. With overlapping windows (step < window), stops at the first that reaches hi."""
+    out = []
+    start = lo
+    while start < hi:
+        end = min(start + window, hi)
+        out.append((start, end))
+        if end >= hi:
+            break
+        start += step
+    return out
+
+
+def fixed_windows(lines: pl.DataFrame, bounds: list[tuple[int, int]], window: int, step: int,
+                  first_index: int = 0) -> tuple[pl.DataFrame, int]:
+    """Windows inside each ``[lo, hi)`` of ``bounds``; ids ``w000000``... numbered from ``first_index``."""
+    spans = [w for lo, hi in bounds for w in window_starts(lo, hi, window, step)]
+    if not spans:
+        return _empty(), first_index
+    ids = [f"w{first_index + i:06d}" for i in range(len(spans))]
+    if step == window:
+        # Windows tile each part: the window of a line is its offset // window (no index arrays).
+        parts, base = [], 0
+        for lo, hi in bounds:
+            n_w = len(window_starts(lo, hi, window, step))
+            if hi > lo:
+                parts.append(lines.slice(lo, hi - lo).with_columns(
+                    (pl.int_range(hi - lo, dtype=pl.Int64) // window + base).alias("_w")))
+            base += n_w
+        out = pl.concat(parts).group_by("_w", maintain_order=True).agg(SEQ_AGG)
+        out = out.with_columns(pl.Series("sequence_id", ids, dtype=pl.String)).select(SEQUENCE_COLUMNS)
+        return out, first_index + len(spans)
+    starts = np.array([s for s, _ in spans], dtype=np.int64)
+    lens = np.array([e - s for s, e in spans], dtype=np.int64)
+    win = np.repeat(np.arange(len(spans), dtype=np.int64), lens)
+    # Position of each row inside its window, then the line it takes.
+    offsets = np.arange(len(win), dtype=np.int64) - np.repeat(np.cumsum(lens) - lens, lens)
+    take = np.repeat(starts, lens) + offsets
+    rows = lines[take].with_columns(pl.Series("_w", win))
+    out = rows.group_by("_w", maintain_order=True).agg(SEQ_AGG)
+    out = out.with_columns(pl.Series("sequence_id", ids, dtype=pl.String)).select(SEQUENCE_COLUMNS)
+    return out, first_index + len(spans)
+
+
+def time_windows(lines: pl.DataFrame, bounds: list[tuple[int, int]], seconds: float,
+                 first_index: int = 0) -> tuple[pl.DataFrame, int]:
+    """Lines grouped by ``floor(timestamp / seconds)`` inside each ``[lo, hi)``, in order of first line."""
+    frames = []
+    index = first_index
+    for lo, hi in bounds:
+        part = lines[lo:hi]
+        if not len(part):
+            continue
+        part = part.with_columns((pl.col("timestamp") / seconds).floor().cast(pl.Int64).alias("_w"))
+        agg = part.group_by("_w", maintain_order=True).agg(SEQ_AGG)
+        ids = [f"t{index + i:06d}" for i in range(len(agg))]
+        index += len(agg)
+        frames.append(agg.with_columns(pl.Series("sequence_id", ids, dtype=pl.String)).select(SEQUENCE_COLUMNS))
+    return (pl.concat(frames) if frames else _empty()), index
+
+
+def _empty() -> pl.DataFrame:
+    return pl.DataFrame(schema={"sequence_id": pl.String, "label": pl.Int8, "message_ids": pl.List(pl.UInt32),
+                                "file_index": pl.List(pl.UInt16), "line_numbers": pl.List(pl.UInt64)})

@@ -1,0 +1,513 @@
+"""The training recipe: stages 1, 2a, 2b, 3 with checkpoints, exact resume and a validation threshold.
+
+``Trainer(config, data_dir, run_dir)`` follows torchtune's recipe shape: ``setup()`` builds (or, with
+``resume=True``, reloads) the model and the run folder, ``train()`` runs the stages, and
+``save_checkpoint()`` writes a self-contained folder. What makes resume exact:
+
+- the order of samples is a pure function of (seed, stage, epoch), so the sampler's position is just
+  (stage, epoch, optimiser step within the epoch);
+- checkpoints are taken only between optimiser steps and hold the model (``save_pretrained``), the
+  AdamW and lr-scheduler state and the python / numpy / torch RNG states (dropout), all as
+  safetensors and JSON, never pickle;
+- the train log is cut back to the checkpoint's step when resuming, so no step is logged twice.
+
+Learning-rate schedule, as the reference: a stage starts at its ``lr`` and multiplies it by
+``lr_decay`` (0.7) after every ``ceil(steps / lr_decays)`` optimiser steps, i.e. about ten times per
+stage, without warm-up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from logllm.config import TrainConfig
+from logllm.data.dataset import PreparedData
+from logllm.errors import ConfigError
+from logllm.evaluate import DEFAULT_THRESHOLD, THRESHOLD_FILE, choose_threshold
+from logllm.training.oversample import oversample
+from logllm.versions import library_versions
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+TRAIN_LOG = "train_log.jsonl"
+STATE_FILE = "trainer_state.json"
+
+
+@dataclass
+class TrainState:
+    """Where training is: enough, with the seed, to rebuild the sampler exactly."""
+
+    stage_index: int = 0
+    """Index into ``config.stages`` of the stage in progress (or the next one after a stage end)."""
+    epoch: int = 0
+    group: int = 0
+    """The next optimiser step within the epoch (a group of ``grad_accum`` micro-batches)."""
+    global_step: int = 0
+    stage_step: int = 0
+    elapsed: float = 0.0
+    """Training seconds so far, summed over interrupted sessions."""
+    best_val_loss: float | None = None
+    bad_checks: int = 0
+    stopped_early: bool = False
+
+
+def _set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _flatten_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer/scheduler state dict into tensors (for safetensors) and JSON-able values."""
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(value: Any, key: str) -> Any:
+        if torch.is_tensor(value):
+            tensors[key] = value.detach().cpu().contiguous()
+            return {"__tensor__": key}
+        if isinstance(value, dict):
+            return {"__dict__": [[walk(k, f"{key}.k{i}"), walk(v, f"{key}.{i}")]
+                                 for i, (k, v) in enumerate(value.items())]}
+        if isinstance(value, tuple):
+            return {"__tuple__": [walk(v, f"{key}.{i}") for i, v in enumerate(value)]}
+        if isinstance(value, list):
+            return [walk(v, f"{key}.{i}") for i, v in enumerate(value)]
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        raise TypeError(f"cannot checkpoint a value of type {type(value).__name__} at {key}")
+
+    return tensors, walk(state, "s")
+
+
+def _unflatten_state(meta: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(meta, dict):
+        if "__tensor__" in meta:
+            return tensors[meta["__tensor__"]]
+        if "__dict__" in meta:
+            return {_unflatten_state(k, tensors): _unflatten_state(v, tensors) for k, v in meta["__dict__"]}
+        if "__tuple__" in meta:
+            return tuple(_unflatten_state(v, tensors) for v in meta["__tuple__"])
+    if isinstance(meta, list):
+        return [_unflatten_state(v, tensors) for v in meta]
+    return meta
+
+
+def _save_state(state: dict[str, Any], folder: Path, name: str) -> None:
+    tensors, meta = _flatten_state(state)
+    save_file(tensors, str(folder / f"{name}.safetensors"))
+    (folder / f"{name}.json").write_text(json.dumps(meta) + "\n")
+
+
+def _load_state(folder: Path, name: str) -> Any:
+    tensors = load_file(str(folder / f"{name}.safetensors"))
+    return _unflatten_state(json.loads((folder / f"{name}.json").read_text()), tensors)
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    out: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint folder of a run (highest step, then latest stage), or None."""
+    found = []
+    root = Path(run_dir) / CHECKPOINTS
+    for state_path in root.glob(f"*/{STATE_FILE}"):
+        state = json.loads(state_path.read_text())["state"]
+        found.append((state["global_step"], state["stage_index"], state_path.parent))
+    return max(found)[2] if found else None
+
+
+class Trainer:
+    """Train LogLLM on a prepared folder into a run folder (docs/architecture.md, contract 2).
+
+    ``model_cls`` defaults to :class:`logllm.model.logllm.LogLLM`; anything with its ``build``,
+    ``from_pretrained``, ``parts``, ``loss``, ``score``, ``freeze_encoder_cache``, ``clear_cache`` and
+    ``save_pretrained`` works.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        data_dir: str | Path,
+        run_dir: str | Path,
+        *,
+        model_cls: Any | None = None,
+        progress: bool = True,
+    ):
+        self.config = config.validate()
+        self.data_dir = Path(data_dir)
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        if model_cls is None:
+            from logllm.model.logllm import LogLLM as model_cls
+        self.model_cls = model_cls
+        self.model: Any = None
+        self.state = TrainState()
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+        self._session_start = 0.0
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    def setup(self, resume: bool = False) -> None:
+        """Load the data, create the run folder and build the model (or reload the last checkpoint)."""
+        cfg = self.config
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.data = PreparedData(self.data_dir)
+        self.texts = self.data.messages
+        train = self.data.sequences("train")
+        if len(train) == 0:
+            raise ConfigError(f"{self.data_dir}/train.parquet has no sequences; nothing to train on")
+        self.train_ids = [m.tolist() for m in train.message_ids]
+        self.train_labels = train.labels.astype(np.int64)
+        self.samples, self.oversampling = oversample(self.train_labels, cfg.beta, cfg.seed)
+        if len(self.samples) == 0:
+            raise ConfigError(f"{self.data_dir}/train.parquet: no labeled training sequence")
+        long = sum(len(s) > cfg.model.max_messages for s in self.train_ids)
+        if long:
+            log.warning("%d of %d training sequences are longer than max_messages=%d and keep their first %d "
+                        "messages", long, len(self.train_ids), cfg.model.max_messages, cfg.model.max_messages)
+        self.val = self.data.sequences("val") if self.data.has_split("val") else None
+
+        ckpt = latest_checkpoint(self.run_dir) if resume else None
+        if resume and ckpt is None:
+            log.warning("--resume: no checkpoint in %s; starting from the beginning", self.run_dir / CHECKPOINTS)
+        if not resume and (self.run_dir / CHECKPOINTS).is_dir() and any((self.run_dir / CHECKPOINTS).iterdir()):
+            raise ConfigError(f"--out {self.run_dir} already holds a run with checkpoints; pass --resume to "
+                              "continue it, or choose a new --out folder")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.config.save(self.run_dir / "config.json")
+        shutil.copyfile(self.data_dir / "manifest.json", self.run_dir / "data_manifest.json")
+
+        if ckpt is None:
+            _set_seed(cfg.seed)
+            self.model = self.model_cls.build(cfg.model, seed=cfg.seed)
+            _set_seed(cfg.seed)
+            (self.run_dir / TRAIN_LOG).write_text("")
+            self._log({"event": "start", "seed": cfg.seed, "preset": cfg.preset,
+                       "oversampling": asdict(self.oversampling), "versions": library_versions()})
+        else:
+            self._load_checkpoint(ckpt)
+        self._session_start = time.perf_counter()
+
+    def _load_checkpoint(self, ckpt: Path) -> None:
+        saved = json.loads((ckpt / STATE_FILE).read_text())
+        if saved["config"] != self.config.to_dict():
+            raise ConfigError(f"--resume: the config differs from the one of {ckpt} (leave out --preset, "
+                              "--config and overrides, or start a new --out folder)")
+        self.state = TrainState(**saved["state"])
+        self.model = self.model_cls.from_pretrained(ckpt / "model")
+        if self.state.stage_index < len(self.config.stages) and (ckpt / "optimizer.json").is_file():
+            stage = self.config.stages[self.state.stage_index]
+            self._start_stage(stage)
+            self.optimizer.load_state_dict(_load_state(ckpt, "optimizer"))
+            self.scheduler.load_state_dict(_load_state(ckpt, "scheduler"))
+        _set_rng_state(_load_state(ckpt, "rng"))
+        # Steps logged after this checkpoint were lost with the interrupted session.
+        log_path = self.run_dir / TRAIN_LOG
+        kept = [line for line in log_path.read_text().splitlines()
+                if json.loads(line).get("step", 0) <= self.state.global_step] if log_path.is_file() else []
+        log_path.write_text("".join(line + "\n" for line in kept))
+        self._log({"event": "resume", "checkpoint": ckpt.name, "step": self.state.global_step})
+        log.info("resumed from %s (stage %s, epoch %d, step %d)", ckpt,
+                 self.config.stages[min(self.state.stage_index, len(self.config.stages) - 1)].name,
+                 self.state.epoch, self.state.global_step)
+
+    # -- sampling ------------------------------------------------------------------------------
+
+    def epoch_order(self, stage_index: int, epoch: int) -> np.ndarray:
+        """Training-sample indices of one epoch: a seeded permutation, capped at the stage's max_samples."""
+        stage = self.config.stages[stage_index]
+        rng = np.random.default_rng([self.config.seed, stage_index, epoch])
+        order = self.samples[rng.permutation(len(self.samples))]
+        return order[: stage.max_samples] if stage.max_samples is not None else order
+
+    def _groups(self, order: np.ndarray) -> list[list[np.ndarray]]:
+        mb, ga = self.config.micro_batch, self.config.grad_accum
+        batches = [order[i: i + mb] for i in range(0, len(order), mb)]
+        return [batches[i: i + ga] for i in range(0, len(batches), ga)]
+
+    def steps_in_stage(self, stage_index: int) -> int:
+        stage = self.config.stages[stage_index]
+        n = len(self.samples) if stage.max_samples is None else min(stage.max_samples, len(self.samples))
+        per_epoch = math.ceil(math.ceil(n / self.config.micro_batch) / self.config.grad_accum)
+        return per_epoch * stage.epochs
+
+    # -- stages --------------------------------------------------------------------------------
+
+    def _start_stage(self, stage: Any) -> None:
+        """Freeze everything but the stage's parts; fresh AdamW and lr schedule; encoder cache if frozen."""
+        parts = self.model.parts()
+        missing = [p for p in stage.trainable if p not in parts]
+        if missing:
+            raise ConfigError(f"stage {stage.name}: the model has no part(s) {missing} (has {sorted(parts)})")
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        params, seen = [], set()
+        for name in stage.trainable:
+            for p in parts[name]:
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    params.append(p)
+                    p.requires_grad_(True)
+        if not params:
+            raise ConfigError(f"stage {stage.name}: parts {stage.trainable} have no parameters to train")
+        cfg = self.config
+        self.optimizer = torch.optim.AdamW(params, lr=stage.lr, weight_decay=cfg.weight_decay)
+        total = self.steps_in_stage(self.config.stages.index(stage))
+        interval = max(1, math.ceil(total / cfg.lr_decays)) if cfg.lr_decays else total + 1
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=interval, gamma=cfg.lr_decay)
+        if "encoder" in stage.trainable:
+            self.model.clear_cache()
+        else:
+            self.model.freeze_encoder_cache(self.texts)
+        log.info("stage %s: training %s (%d tensors, %d parameters), lr %g, %d steps", stage.name,
+                 "+".join(stage.trainable), len(params), sum(p.numel() for p in params), stage.lr, total)
+
+    def _last_trained_stage(self) -> int:
+        return max(i for i, s in enumerate(self.config.stages) if not s.skip)
+
+    def train(self, max_steps: int | None = None, on_step: Callable[[int], None] | None = None) -> bool:
+        """Run (or continue) the stages; returns True when training finished.
+
+        ``max_steps`` stops after that many optimiser steps in this call, as if interrupted (for tests and
+        for splitting work); ``on_step`` is called with the global step after every optimiser step.
+        """
+        from tqdm.auto import tqdm
+
+        cfg, st = self.config, self.state
+        steps_this_call = 0
+        self.model.train()
+        while st.stage_index < len(cfg.stages):
+            stage = cfg.stages[st.stage_index]
+            if stage.skip or st.stopped_early:
+                log.info("stage %s: skipped%s", stage.name, " (stopped early)" if st.stopped_early else "")
+                st.stage_index += 1
+                continue
+            if st.epoch == 0 and st.group == 0 and st.stage_step == 0:
+                self._start_stage(stage)
+                self._log({"event": "stage_start", "stage": stage.name, "step": st.global_step})
+            total = self.steps_in_stage(st.stage_index)
+            bar = tqdm(total=total, initial=st.stage_step, desc=f"stage {stage.name}", disable=not self.progress,
+                       dynamic_ncols=True, leave=True)
+            try:
+                while st.epoch < stage.epochs and not st.stopped_early:
+                    groups = self._groups(self.epoch_order(st.stage_index, st.epoch))
+                    while st.group < len(groups):
+                        if max_steps is not None and steps_this_call >= max_steps:
+                            return False
+                        loss = self._step(groups[st.group])
+                        st.group += 1
+                        st.global_step += 1
+                        st.stage_step += 1
+                        steps_this_call += 1
+                        lr = self.optimizer.param_groups[0]["lr"]
+                        self.scheduler.step()
+                        elapsed = st.elapsed + time.perf_counter() - self._session_start
+                        self._log({"stage": stage.name, "step": st.global_step, "stage_step": st.stage_step,
+                                   "epoch": st.epoch, "loss": loss, "lr": lr, "elapsed": round(elapsed, 3)})
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{loss:.4f}")
+                        epoch_end = st.group == len(groups)
+                        if self._early_stopping_due(epoch_end):
+                            self._validation_check(stage.name)
+                        if on_step is not None:
+                            on_step(st.global_step)
+                        stage_end = st.stopped_early or (epoch_end and st.epoch + 1 == stage.epochs)
+                        if epoch_end:
+                            st.epoch += 1
+                            st.group = 0
+                        if stage_end:
+                            break
+                        if cfg.checkpoint_every and st.global_step % cfg.checkpoint_every == 0:
+                            self.save_checkpoint(f"step-{st.global_step:07d}")
+                        if epoch_end:
+                            break  # the next epoch has its own order
+            finally:
+                bar.close()
+            # Stage end: the state points at the next stage.
+            st.stage_index += 1
+            st.epoch = st.group = st.stage_step = 0
+            self.save_checkpoint(f"stage-{stage.name}")
+        return True
+
+    def _step(self, group: list[np.ndarray]) -> float:
+        """One optimiser step over a group of micro-batches; returns the group's mean loss."""
+        n = sum(len(b) for b in group)
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for batch in group:
+            seqs = [self.train_ids[i] for i in batch]
+            labels = [int(self.train_labels[i]) for i in batch]
+            loss = self.model.loss(self.texts, seqs, labels)
+            # Weight by micro-batch size so the step equals one over the whole group.
+            (loss * (len(batch) / n)).backward()
+            total += float(loss.detach()) * len(batch)
+        if self.config.max_grad_norm is not None:
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
+        self.optimizer.step()
+        return total / n
+
+    # -- validation: early stopping and the threshold ------------------------------------------
+
+    def _early_stopping_due(self, epoch_end: bool) -> bool:
+        cfg, st = self.config, self.state
+        if cfg.early_stopping_patience is None or self.val is None or st.stage_index != self._last_trained_stage():
+            return False
+        return bool(st.global_step % cfg.eval_every == 0) if cfg.eval_every else epoch_end
+
+    def validation_loss(self) -> float:
+        """Mean loss on the labeled validation sequences (no gradients, eval mode)."""
+        known = np.flatnonzero(self.val.labels >= 0)
+        bs = self.config.score_batch_size
+        total = 0.0
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                for i in range(0, len(known), bs):
+                    idx = known[i: i + bs]
+                    seqs = [self.val.message_ids[j].tolist() for j in idx]
+                    labels = [int(self.val.labels[j]) for j in idx]
+                    total += float(self.model.loss(self.texts, seqs, labels)) * len(idx)
+        finally:
+            self.model.train()
+        return total / max(1, len(known))
+
+    def _validation_check(self, stage_name: str) -> None:
+        st = self.state
+        val_loss = self.validation_loss()
+        improved = st.best_val_loss is None or val_loss < st.best_val_loss
+        if improved:
+            st.best_val_loss, st.bad_checks = val_loss, 0
+        else:
+            st.bad_checks += 1
+        self._log({"event": "validation", "stage": stage_name, "step": st.global_step, "val_loss": val_loss,
+                   "best_val_loss": st.best_val_loss})
+        if st.bad_checks >= self.config.early_stopping_patience:
+            st.stopped_early = True
+            log.info("early stopping at step %d: validation loss %.5f has not improved on %.5f for %d checks",
+                     st.global_step, val_loss, st.best_val_loss, st.bad_checks)
+
+    def choose_threshold(self) -> dict[str, Any]:
+        """Pick the decision threshold on the validation split (max F1), or 0.5 without one."""
+        if self.val is None:
+            return {"threshold": DEFAULT_THRESHOLD, "source": "default",
+                    "reason": "the prepared folder has no val split; 0.5 is used (prepare with a validation split "
+                              "to choose it by F1)"}
+        known = self.val.labels >= 0
+        labels = self.val.labels[known]
+        if labels.sum() == 0:
+            return {"threshold": DEFAULT_THRESHOLD, "source": "default",
+                    "reason": "the val split has no anomalous sequence, so F1 cannot choose; 0.5 is used"}
+        seqs = [m.tolist() for m, k in zip(self.val.message_ids, known) if k]
+        scores = np.asarray(self.model.score(self.texts, seqs, batch_size=self.config.score_batch_size))
+        threshold, f1 = choose_threshold(labels, scores)
+        return {"threshold": threshold, "source": "val", "val_f1": f1, "val_sequences": int(known.sum()),
+                "val_anomalous": int(labels.sum())}
+
+    # -- saving --------------------------------------------------------------------------------
+
+    def save_checkpoint(self, name: str) -> Path:
+        """Write a self-contained checkpoint folder (atomically: a crash never leaves a half one)."""
+        st = self.state
+        root = self.run_dir / CHECKPOINTS
+        tmp, final = root / f".tmp-{name}", root / name
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        self.model.save_pretrained(tmp / "model")
+        if st.stage_index < len(self.config.stages) and self.optimizer is not None and st.stage_step > 0:
+            _save_state(self.optimizer.state_dict(), tmp, "optimizer")
+            _save_state(self.scheduler.state_dict(), tmp, "scheduler")
+        _save_state(_rng_state(), tmp, "rng")
+        saved_state = asdict(st)
+        saved_state["elapsed"] = st.elapsed + time.perf_counter() - self._session_start
+        (tmp / STATE_FILE).write_text(json.dumps({
+            "state": saved_state, "config": self.config.to_dict(), "versions": library_versions(),
+        }, indent=2) + "\n")
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        self._log({"event": "checkpoint", "name": name, "step": st.global_step})
+        log.debug("checkpoint %s", final)
+        self._prune_step_checkpoints()
+        return final
+
+    def _prune_step_checkpoints(self) -> None:
+        keep = self.config.keep_step_checkpoints
+        if keep is None:
+            return
+        steps = sorted((self.run_dir / CHECKPOINTS).glob("step-*"))
+        for old in steps[: max(0, len(steps) - keep)]:
+            shutil.rmtree(old)
+
+    def finish(self) -> dict[str, Any]:
+        """Write the final model and threshold.json (call after ``train()`` returned True)."""
+        self.model.clear_cache()
+        self.model.eval()
+        info = self.choose_threshold()
+        info["seed"] = self.config.seed
+        model_dir = self.run_dir / "model"
+        shutil.rmtree(model_dir, ignore_errors=True)
+        self.model.save_pretrained(model_dir)
+        (self.run_dir / THRESHOLD_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        self.state.elapsed += time.perf_counter() - self._session_start
+        self._session_start = time.perf_counter()
+        self._log({"event": "finish", "step": self.state.global_step, "threshold": info["threshold"],
+                   "threshold_source": info["source"], "elapsed": round(self.state.elapsed, 3)})
+        log.info("training done: %d steps in %.1f s; threshold %.4g (%s)", self.state.global_step,
+                 self.state.elapsed, info["threshold"], info["source"])
+        return info
+
+    def _log(self, record: dict[str, Any]) -> None:
+        with open(self.run_dir / TRAIN_LOG, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+
+def train_run(
+    config: TrainConfig,
+    data_dir: str | Path,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    model_cls: Any | None = None,
+) -> Trainer:
+    """Set up, train every stage and finish: the whole of ``logllm train``. Returns the trainer."""
+    trainer = Trainer(config, data_dir, run_dir, model_cls=model_cls, progress=progress)
+    trainer.setup(resume=resume)
+    trainer.train()
+    trainer.finish()
+    return trainer

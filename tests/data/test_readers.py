@@ -1,0 +1,79 @@
+"""Reading: plain and gzip, several files in order, line ranges, chunk edges, invalid UTF-8, long lines."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+from logllm.data.readers import LineReader, lines_series
+from logllm.errors import DataError
+
+
+def _read(paths: list[Path], **kw: object) -> tuple[list[tuple[int, int, str]], LineReader]:
+    reader = LineReader([str(p) for p in paths], **kw)  # type: ignore[arg-type]
+    out = []
+    for chunk in reader:
+        for i, text in enumerate(lines_series(chunk.data, chunk.n_lines).to_list()):
+            out.append((chunk.file_index, chunk.first_line + i, text))
+    return out, reader
+
+
+def test_plain_gzip_order_and_line_numbers(tmp_path: Path) -> None:
+    a = tmp_path / "a.log"
+    a.write_text("a1\na2\n\na4")  # empty line kept, last line without newline
+    b = tmp_path / "b.log.gz"
+    with gzip.open(b, "wb") as f:
+        f.write(b"b1\r\nb2 \"quoted, text\"\n")
+    lines, reader = _read([a, b])
+    assert lines == [(0, 1, "a1"), (0, 2, "a2"), (0, 3, ""), (0, 4, "a4"), (1, 1, "b1"), (1, 2, 'b2 "quoted, text"')]
+    assert [i.lines for i in reader.inputs] == [4, 2]
+    assert all(len(i.sha256) == 64 for i in reader.inputs)
+    assert reader.inputs[1].bytes == b.stat().st_size  # the size on disk (compressed)
+
+
+def test_small_chunks_give_the_same_lines(tmp_path: Path) -> None:
+    p = tmp_path / "x.log"
+    p.write_text("".join(f"line {i} " + "x" * (i % 37) + "\n" for i in range(500)))
+    big, _ = _read([p])
+    small, _ = _read([p], chunk_bytes=64)
+    assert small == big and len(big) == 500
+
+
+def test_line_range_over_files(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.log", tmp_path / "b.log"
+    a.write_text("".join(f"a{i}\n" for i in range(1, 6)))
+    b.write_text("".join(f"b{i}\n" for i in range(1, 6)))
+    lines, reader = _read([a, b], start_line=4, end_line=7, chunk_bytes=8)
+    assert [t for _, _, t in lines] == ["a4", "a5", "b1", "b2"]
+    assert [(f, n) for f, n, _ in lines] == [(0, 4), (0, 5), (1, 1), (1, 2)]
+    assert reader.lines_in_range == 4 and reader.inputs[1].lines == 5  # the rest is still hashed
+
+
+def test_invalid_utf8_is_replaced_and_counted(tmp_path: Path) -> None:
+    p = tmp_path / "latin1.log"
+    p.write_bytes(b"ok\n" + "caf\xe9 au lait\n".encode("latin-1") + "naïve\n".encode())
+    lines, reader = _read([p])
+    assert [t for _, _, t in lines] == ["ok", "caf\ufffd au lait", "naïve"]
+    assert reader.invalid_utf8 == 1
+
+
+def test_ten_megabyte_line(tmp_path: Path) -> None:
+    p = tmp_path / "long.log"
+    long = "word 123 " * (10_000_000 // 9)
+    p.write_text("short\n" + long + "\nafter\n")
+    lines, _ = _read([p], chunk_bytes=1 << 20)
+    assert [len(t) for _, _, t in lines] == [5, len(long), 5]
+
+
+def test_missing_empty_and_broken_files(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="nope.log: file not found"):
+        LineReader([str(tmp_path / "nope.log")])
+    (tmp_path / "empty.log").write_text("")
+    with pytest.raises(DataError, match="empty.log: file is empty"):
+        LineReader([str(tmp_path / "empty.log")])
+    data = gzip.compress(b"x\n" * 10000)
+    (tmp_path / "cut.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match="cut.gz: cannot read"):
+        _read([tmp_path / "cut.gz"])

@@ -1,0 +1,162 @@
+"""The LogLLM module on tiny random models: prompt, loss masking, padding invariance, cache, save/load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from logllm.model import LogLLM, LoraSpec, ModelConfig
+from logllm.model.prompt import ANSWERS
+
+from .conftest import MESSAGES
+
+SEQS = [[0, 1, 2], [0, 1, 3, 1, 2], [4, 4, 4, 4, 4, 4, 4, 4, 1], [0, 2], [3], [5, 0, 5, 1, 2, 2, 2, 2, 2, 2, 2]]
+
+
+def _configs(tiny_models) -> dict[str, ModelConfig]:
+    base = dict(encoder=str(tiny_models.encoder), device="cpu", decoder_width=32, decoder_heads=2)
+    return {
+        "tiny-llama": ModelConfig(decoder="tiny-llama", **base),
+        "bert-causal": ModelConfig(decoder=str(tiny_models.encoder), **base),
+        "llama-lora": ModelConfig(decoder=str(tiny_models.llama), decoder_lora=LoraSpec(r=4, alpha=8, dropout=0.0),
+                                  encoder_lora=LoraSpec(r=2, alpha=4, dropout=0.0), **base),
+        "gpt2": ModelConfig(decoder=str(tiny_models.gpt2), **base),
+        # LoRA on a BERT decoder whose LM-head transform is not in the checkpoint (as MiniLM's).
+        "bert-causal-lora": ModelConfig(decoder=str(tiny_models.encoder), decoder_lora=LoraSpec(r=4, alpha=8), **base),
+    }
+
+
+@pytest.fixture(params=["tiny-llama", "bert-causal", "llama-lora", "gpt2", "bert-causal-lora"])
+def model(request, tiny_models) -> LogLLM:
+    return LogLLM.build(_configs(tiny_models)[request.param], seed=0)
+
+
+def test_prompt_label_position_is_first_difference(model: LogLLM) -> None:
+    p = model.prompt
+    normal, anomalous = p.answers[0], p.answers[1]
+    assert normal[: p.label_offset] == anomalous[: p.label_offset]
+    assert p.label_tokens == (normal[p.label_offset], anomalous[p.label_offset])
+    assert p.label_tokens[0] != p.label_tokens[1]
+    decoded = model.decoder_tokenizer.decode(list(anomalous), skip_special_tokens=True)
+    assert decoded.replace(" ", "").lower().startswith(ANSWERS[1].replace(" ", "").lower().rstrip("."))
+
+
+def test_score_does_not_depend_on_padding_or_batch(model: LogLLM) -> None:
+    alone = np.array([model.score(MESSAGES, [s])[0] for s in SEQS])
+    together = model.score(MESSAGES, SEQS, batch_size=64)
+    pairs = model.score(MESSAGES, SEQS, batch_size=2)
+    assert np.abs(alone - together).max() < 1e-5
+    assert np.abs(alone - pairs).max() < 1e-5
+    assert ((together > 0) & (together < 1)).all()
+    # Scores differ between sequences: the messages reach the decoder.
+    assert np.ptp(together) > 1e-6
+
+
+def test_loss_is_cross_entropy_on_answer_tokens_only(model: LogLLM) -> None:
+    """Against the decoder's own loss with every non-answer label set to -100, over full logits."""
+    seqs, labels = SEQS[:4], [0, 1, 1, 0]
+    with torch.no_grad():
+        ours = model.loss(MESSAGES, seqs, labels)
+        used = sorted({i for s in seqs for i in s})
+        projected = model._project(MESSAGES, used)
+        answers = [model.prompt.answers[y] for y in labels]
+        rows = [[used.index(i) for i in s] for s in seqs]
+        embeds, mask, pos = model._decoder_inputs(rows, projected, answers)
+        target = torch.full(mask.shape, -100)
+        for b, a in enumerate(answers):
+            target[b, -len(a):] = torch.tensor(a)
+        full = model.decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=pos).logits
+        reference = torch.nn.functional.cross_entropy(full[:, :-1].reshape(-1, full.shape[-1]),
+                                                      target[:, 1:].reshape(-1), ignore_index=-100)
+        flipped = model.loss(MESSAGES, seqs, [1 - y for y in labels])
+    assert torch.allclose(ours, reference, atol=1e-5)
+    assert not torch.allclose(ours, flipped)
+
+
+def test_loss_gradient_reaches_every_trainable_part(model: LogLLM) -> None:
+    model.train()
+    model.loss(MESSAGES, SEQS[:3], [0, 1, 0]).backward()
+    for name, params in model.parts().items():
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in params), name
+
+
+def test_label_position_logits_match_full_forward(model: LogLLM) -> None:
+    with torch.no_grad():
+        score = model.score(MESSAGES, [SEQS[1]])[0]
+        ids = model.prompt.answers[1]
+        used = sorted(set(SEQS[1]))
+        projected = model._project(MESSAGES, used)
+        embeds, mask, pos = model._decoder_inputs([[used.index(i) for i in SEQS[1]]], projected, [ids])
+        full = model.decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=pos).logits[0]
+        at = full.shape[0] - len(ids) - 1 + model.prompt.label_offset  # predicts answer[label_offset]
+        pair = full[at, list(model.prompt.label_tokens)]
+    assert score == pytest.approx(torch.softmax(pair, -1)[1].item(), abs=1e-5)
+
+
+def test_parts_partition_the_trainable_parameters(model: LogLLM) -> None:
+    parts = model.parts()
+    ids = {name: {id(p) for p in ps} for name, ps in parts.items()}
+    assert all(ids.values())
+    assert not (ids["encoder"] & ids["projector"] or ids["encoder"] & ids["decoder"] or ids["projector"] & ids["decoder"])
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert trainable == ids["encoder"] | ids["projector"] | ids["decoder"]
+    if model.config.decoder_lora is not None:
+        names = {n for n, p in model.decoder.named_parameters() if id(p) in ids["decoder"]}
+        new = set(getattr(model.decoder.get_base_model(), "logllm_new_keys", []))
+        assert any("lora_" in n for n in names)
+        # Besides LoRA weights, only tensors the base checkpoint lacked train (they are saved too).
+        assert all("lora_" in n or any(n.endswith(k) for k in new) for n in names)
+
+
+def test_save_load_gives_the_same_scores(model: LogLLM, tmp_path) -> None:
+    model.train()
+    opt = torch.optim.AdamW([p for ps in model.parts().values() for p in ps], lr=1e-2)
+    model.loss(MESSAGES, SEQS, [0, 1, 0, 0, 1, 1]).backward()
+    opt.step()  # move away from the seeded init so loading must really read the weights
+    before = model.score(MESSAGES, SEQS)
+    model.save_pretrained(tmp_path / "m")
+    files = {p.name for p in (tmp_path / "m").rglob("*")}
+    assert "logllm_config.json" in files and "versions.json" in files and "projector.safetensors" in files
+    assert not any(f.endswith((".bin", ".pt", ".pkl")) for f in files)
+    loaded = LogLLM.from_pretrained(tmp_path / "m")
+    assert loaded.config == model.config
+    np.testing.assert_allclose(loaded.score(MESSAGES, SEQS), before, atol=1e-6)
+    if model.config.decoder_lora is not None:
+        assert (tmp_path / "m" / "decoder" / "adapter" / "adapter_model.safetensors").is_file()
+        assert not (tmp_path / "m" / "decoder" / "model.safetensors").exists()
+    if model.config.encoder_lora is not None:
+        assert (tmp_path / "m" / "encoder" / "adapter" / "adapter_model.safetensors").is_file()
+    if model.config.decoder_lora is not None and model.config.decoder != str(tmp_path):
+        new = getattr(model.decoder.get_base_model(), "logllm_new_keys", [])
+        assert bool(new) == (tmp_path / "m" / "decoder" / "adapter" / "new_base_tensors.safetensors").is_file()
+
+
+def test_texts_form_of_score_matches_ids_form(model: LogLLM) -> None:
+    as_texts = [[MESSAGES[i] for i in s] for s in SEQS]
+    np.testing.assert_allclose(model.score(as_texts), model.score(MESSAGES, SEQS), atol=1e-6)
+
+
+def test_run_folder_loads_model_and_threshold(tiny_config, tmp_path) -> None:
+    model = LogLLM.build(tiny_config, seed=1)
+    model.save_pretrained(tmp_path / "run" / "model")
+    (tmp_path / "run" / "threshold.json").write_text('{"threshold": 0.25, "source": "val"}')
+    loaded = LogLLM.from_pretrained(tmp_path / "run")
+    assert loaded.threshold == 0.25
+    np.testing.assert_allclose(loaded.score(MESSAGES, SEQS), model.score(MESSAGES, SEQS), atol=1e-6)
+
+
+def test_loading_a_foreign_folder_is_a_clear_error(tmp_path) -> None:
+    from logllm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="logllm_config.json is missing"):
+        LogLLM.from_pretrained(tmp_path)
+
+
+def test_seed_decides_the_random_parts(tiny_config) -> None:
+    state = torch.random.get_rng_state()
+    a, b, c = (LogLLM.build(tiny_config, seed=s) for s in (0, 0, 1))
+    assert torch.equal(torch.random.get_rng_state(), state)  # building leaves the caller's RNG alone
+    assert torch.equal(a.projector.weight, b.projector.weight)
+    assert not torch.equal(a.projector.weight, c.projector.weight)
+    np.testing.assert_allclose(a.score(MESSAGES, SEQS), b.score(MESSAGES, SEQS), atol=0)

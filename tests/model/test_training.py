@@ -1,0 +1,283 @@
+"""Training: oversampling arithmetic, configs, stage freezing, skipping, lr schedule, exact resume, threshold."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from logllm.config import (
+    TrainConfig,
+    apply_overrides,
+    load_config_file,
+    paper_stages,
+    preset,
+    resolve_config,
+    to_toml,
+)
+from logllm.errors import ConfigError
+from logllm.training.oversample import minority_target, oversample
+from logllm.training.trainer import Trainer, latest_checkpoint, train_run
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 1-layer, width-16 BERT with the MiniLM tokenizer, saved to a folder (no network)."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from logllm.model.hub import minilm_path
+
+    path = tmp_path_factory.mktemp("tiny_encoder")
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()))
+    tokenizer.save_pretrained(path)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32)).save_pretrained(path)
+    return path
+
+
+def tiny_config(encoder: Path, **changes) -> TrainConfig:
+    """The small preset shrunk to a 1-layer width-16 encoder and decoder, 24 samples per stage epoch."""
+    data = {
+        "model": {"encoder": str(encoder), "decoder": "tiny-llama", "decoder_layers": 1, "decoder_width": 16,
+                  "decoder_heads": 2, "device": "cpu"},
+        "micro_batch": 4, "grad_accum": 2, "checkpoint_every": 2, "keep_step_checkpoints": None,
+        "stages": [{"name": n, "max_samples": 24, "epochs": 2} for n in ("1", "2a", "2b", "3")],
+    }
+    data.update(changes)
+    return apply_overrides(preset("small"), data).validate()
+
+
+def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def losses(run: Path) -> list[float]:
+    return [r["loss"] for r in map(json.loads, (run / "train_log.jsonl").read_text().splitlines()) if "loss" in r]
+
+
+# -- oversampling ---------------------------------------------------------------------------------
+
+def test_minority_target_follows_the_formula():
+    # alpha = 30/1000 = 0.03 < beta = 0.3: 0.3 * 0.97 / 0.7 * 1000 = 415.71 -> 416
+    assert minority_target(1000, 30, 0.3) == 416
+    # the minority then makes up beta of the new set
+    assert 416 / (416 + 970) == pytest.approx(0.3, abs=1e-3)
+    assert minority_target(1000, 300, 0.3) == 300  # alpha == beta: unchanged
+    assert minority_target(1000, 400, 0.3) == 400
+    assert minority_target(1000, 30, 0.0) == 30
+
+
+def test_oversample_anomalous_minority():
+    labels = np.array([1] * 30 + [0] * 970)
+    idx, report = oversample(labels, 0.3, seed=0)
+    assert report.minority_label == 1 and report.minority_after == 416
+    assert len(idx) == 970 + 416
+    counts = np.bincount(idx, minlength=1000)
+    assert (counts[30:] == 1).all()  # every normal sample once
+    assert counts[:30].sum() == 416 and counts[:30].min() == 13 and counts[:30].max() == 14  # 416 = 13*30 + 26
+    again, _ = oversample(labels, 0.3, seed=0)
+    other, _ = oversample(labels, 0.3, seed=1)
+    assert (again == idx).all() and not np.array_equal(np.bincount(other), counts)
+
+
+def test_oversample_normal_minority_and_unlabeled():
+    # Liberty-like: normal is the rarer class; unlabeled rows are left out and counted
+    labels = np.array([0] * 50 + [1] * 900 + [-1] * 5)
+    idx, report = oversample(labels, 0.3, seed=3)
+    assert report.minority_label == 0 and report.unlabeled_dropped == 5
+    expected = round(0.3 * (1 - 50 / 950) / 0.7 * 950)
+    assert report.minority_after == expected == int((labels[idx] == 0).sum())
+    assert not (labels[idx] == -1).any()
+
+
+def test_no_oversampling_when_balanced_enough():
+    labels = np.array([1] * 40 + [0] * 60)
+    idx, report = oversample(labels, 0.3, seed=0)
+    assert list(idx) == list(range(100)) and report.samples_after == 100
+
+
+# -- configs --------------------------------------------------------------------------------------
+
+def test_paper_stage_defaults():
+    stages = {s.name: s for s in paper_stages()}
+    assert stages["1"].trainable == ["decoder"] and stages["1"].max_samples == 1000 and stages["1"].lr == 5e-4
+    assert stages["2a"].trainable == ["projector"] and stages["2a"].lr == 5e-4 and stages["2a"].epochs == 1
+    assert set(stages["2b"].trainable) == {"projector", "encoder"} and stages["2b"].lr == 5e-5
+    assert set(stages["3"].trainable) == {"encoder", "projector", "decoder"} and stages["3"].epochs == 2
+    paper = preset("paper")
+    assert paper.effective_batch == 16 and paper.beta == 0.3 and paper.model.quantize_4bit
+
+
+@pytest.mark.parametrize("name", ["small", "paper"])
+@pytest.mark.parametrize("suffix", [".toml", ".json"])
+def test_config_file_round_trip(tmp_path: Path, name: str, suffix: str):
+    config = apply_overrides(preset(name), {"seed": 7, "max_grad_norm": 1.0,
+                                            "stages": [{"name": "2a", "max_samples": None, "skip": True}]})
+    path = config.save(tmp_path / f"config{suffix}")
+    assert resolve_config(config_file=path) == config
+    assert TrainConfig.from_dict(load_config_file(path)) == config
+
+
+def test_config_file_overrides_and_cli_overrides(tmp_path: Path):
+    path = tmp_path / "c.toml"
+    path.write_text('preset = "small"\nseed = 3\nmicro_batch = 2\n[model]\ndecoder = "minilm-causal"\n'
+                    '[[stages]]\nname = "3"\nepochs = 3\nlr = 1e-4\n')
+    config = resolve_config(config_file=path, overrides={"seed": 5})
+    assert config.seed == 5 and config.micro_batch == 2 and config.model.decoder == "minilm-causal"
+    assert config.stage("3").epochs == 3 and config.stage("3").lr == 1e-4
+    assert config.stage("1") == preset("small").stage("1")  # untouched stages keep the preset's values
+
+
+@pytest.mark.parametrize("text, words", [
+    ("micro_batchh = 2\n", ["micro_batchh", "micro_batch"]),
+    ("beta = 1.5\n", ["beta=1.5"]),
+    ("seed = \"x\"\n", ["seed", "'x'"]),
+    ("[[stages]]\nname = \"1\"\ntrainable = [\"decoderr\"]\n", ["trainable", "decoderr"]),
+    ("[[stages]]\nname = \"1\"\nlr = -1\n", ["lr=-1"]),
+    ("micro_batch = \n", ["invalid TOML"]),
+])
+def test_config_errors_name_the_option(tmp_path: Path, text: str, words: list[str]):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        resolve_config(config_file=path)
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_to_toml_writes_none_as_none_string():
+    text = to_toml({"a": None, "b": [1, 2], "t": {"x": "y"}, "s": [{"name": "1"}]})
+    assert text == 'a = "none"\nb = [1, 2]\n\n[t]\nx = "y"\n\n[[s]]\nname = "1"\n'
+
+
+# -- trainer --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stage_name", ["1", "2a", "2b", "3"])
+def test_each_stage_trains_exactly_its_parts(tiny_prepared: Path, tiny_encoder: Path, tmp_path: Path,
+                                             stage_name: str):
+    config = tiny_config(tiny_encoder)
+    trainer = Trainer(config, tiny_prepared, tmp_path / "run", progress=False)
+    trainer.setup()
+    stage = config.stage(stage_name)
+    trainer._start_stage(stage)
+    trainer.model.train()
+    parts = trainer.model.parts()
+    owner = {id(p): name for name, ps in parts.items() for p in ps}
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    group = trainer._groups(trainer.epoch_order(config.stages.index(stage), 0))[0]
+    trainer._step(group)
+    changed = {name: False for name in parts}
+    for n, p in trainer.model.named_parameters():
+        moved = not torch.equal(before[n], p.detach())
+        part = owner.get(id(p))
+        if part in stage.trainable:
+            changed[part] |= moved
+        else:
+            assert not moved, f"stage {stage_name}: frozen parameter {n} ({part}) changed"
+    for part in stage.trainable:
+        assert changed[part], f"stage {stage_name}: no parameter of trainable part {part} changed"
+
+
+def test_skipped_stages_are_not_run(tiny_prepared: Path, tiny_encoder: Path, tmp_path: Path):
+    config = tiny_config(tiny_encoder, stages=[{"name": "1", "skip": True}, {"name": "2a", "skip": True},
+                                               {"name": "2b", "max_samples": 8, "epochs": 1},
+                                               {"name": "3", "max_samples": 8, "epochs": 1}])
+    trainer = train_run(config, tiny_prepared, tmp_path / "run", progress=False)
+    records = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert {r["stage"] for r in records if "loss" in r} == {"2b", "3"}
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("stage-*")) == ["stage-2b", "stage-3"]
+    assert trainer.state.global_step == 2  # 8 samples / (4 x 2) per step, two stages
+
+
+def test_lr_decays_ten_times_per_stage_and_epochs_reshuffle(tiny_prepared: Path, tiny_encoder: Path,
+                                                            tmp_path: Path):
+    config = tiny_config(tiny_encoder, micro_batch=1, grad_accum=1, checkpoint_every=0,
+                         stages=[{"name": n, "skip": n != "2a"} for n in ("1", "2b", "3")]
+                         + [{"name": "2a", "max_samples": 20, "epochs": 1}])
+    trainer = train_run(config, tiny_prepared, tmp_path / "run", progress=False)
+    lrs = [r["lr"] for r in map(json.loads, (tmp_path / "run" / "train_log.jsonl").read_text().splitlines())
+           if "lr" in r]
+    assert lrs == pytest.approx([5e-4 * 0.7 ** (i // 2) for i in range(20)])
+    first, second = trainer.epoch_order(1, 0), trainer.epoch_order(1, 1)
+    assert len(first) == 20 and not np.array_equal(first, second)
+    assert np.array_equal(first, trainer.epoch_order(1, 0))
+
+
+@pytest.mark.parametrize("stop_after", [5, 15, 22])  # stage 1 second epoch; stage 2b; stage 3 second epoch
+def test_resume_reaches_the_same_weights(tiny_prepared: Path, tiny_encoder: Path, tmp_path: Path,
+                                         stop_after: int):
+    config = tiny_config(tiny_encoder)
+    full = train_run(config, tiny_prepared, tmp_path / "full", progress=False)
+    interrupted = Trainer(config, tiny_prepared, tmp_path / "resumed", progress=False)
+    interrupted.setup()
+    assert interrupted.train(max_steps=stop_after) is False  # killed after this step; last checkpoint before it
+    assert latest_checkpoint(tmp_path / "resumed").name == f"step-{stop_after - stop_after % 2:07d}"
+    resumed = Trainer(config, tiny_prepared, tmp_path / "resumed", progress=False)
+    resumed.setup(resume=True)
+    assert resumed.train() is True
+    resumed.finish()
+    expected, got = weights(full.model), weights(resumed.model)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+    assert losses(tmp_path / "full") == losses(tmp_path / "resumed")  # each step logged once, same values
+    assert (json.loads((tmp_path / "full" / "threshold.json").read_text())["threshold"]
+            == json.loads((tmp_path / "resumed" / "threshold.json").read_text())["threshold"])
+
+
+def test_resume_refuses_a_different_config(tiny_prepared: Path, tiny_encoder: Path, tmp_path: Path):
+    config = tiny_config(tiny_encoder)
+    trainer = Trainer(config, tiny_prepared, tmp_path / "run", progress=False)
+    trainer.setup()
+    trainer.train(max_steps=2)
+    with pytest.raises(ConfigError, match="config differs"):
+        Trainer(apply_overrides(config, {"seed": 1}), tiny_prepared, tmp_path / "run", progress=False).setup(
+            resume=True)
+    with pytest.raises(ConfigError, match="--resume"):
+        Trainer(config, tiny_prepared, tmp_path / "run", progress=False).setup(resume=False)
+
+
+def test_same_seed_same_weights_other_seed_differs(tiny_prepared: Path, tiny_encoder: Path, tmp_path: Path):
+    config = tiny_config(tiny_encoder, stages=[{"name": n, "max_samples": 8, "epochs": 1}
+                                               for n in ("1", "2a", "2b", "3")])
+    a = weights(train_run(config, tiny_prepared, tmp_path / "a", progress=False).model)
+    b = weights(train_run(config, tiny_prepared, tmp_path / "b", progress=False).model)
+    c = weights(train_run(apply_overrides(config, {"seed": 1}), tiny_prepared, tmp_path / "c",
+                          progress=False).model)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_threshold_from_val_or_default(tiny_prepared: Path, tiny_encoder: Path, tmp_path: Path):
+    config = tiny_config(tiny_encoder, stages=[{"name": n, "max_samples": 8, "epochs": 1}
+                                               for n in ("1", "2a", "2b", "3")])
+    trainer = train_run(config, tiny_prepared, tmp_path / "with_val", progress=False)
+    info = json.loads((tmp_path / "with_val" / "threshold.json").read_text())
+    assert info["source"] == "val" and info["val_sequences"] == 16 and info["val_anomalous"] == 4
+    # the threshold is the one that maximises F1 on the val scores
+    from logllm.evaluate import choose_threshold
+
+    val = trainer.data.sequences("val")
+    scores = trainer.model.score(trainer.texts, [m.tolist() for m in val.message_ids])
+    assert info["threshold"] == pytest.approx(choose_threshold(val.labels, scores)[0])
+
+    (tiny_prepared / "val.parquet").unlink()
+    train_run(config, tiny_prepared, tmp_path / "no_val", progress=False)
+    info = json.loads((tmp_path / "no_val" / "threshold.json").read_text())
+    assert info["threshold"] == 0.5 and info["source"] == "default" and "no val split" in info["reason"]
+
+
+def test_early_stopping_stops_the_last_stage(tiny_prepared: Path, tiny_encoder: Path, tmp_path: Path):
+    config = tiny_config(tiny_encoder, early_stopping_patience=1, eval_every=1,
+                         stages=[{"name": n, "skip": True} for n in ("1", "2a", "2b")]
+                         + [{"name": "3", "max_samples": 24, "epochs": 20, "lr": 1.0}])
+    trainer = train_run(config, tiny_prepared, tmp_path / "run", progress=False)
+    records = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    checks = [r for r in records if r.get("event") == "validation"]
+    assert trainer.state.stopped_early
+    assert len(checks) == trainer.state.global_step < trainer.steps_in_stage(3)
+    assert checks[-1]["val_loss"] >= checks[-2]["best_val_loss"]
