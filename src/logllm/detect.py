@@ -33,10 +33,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-import numpy as np
-
 from logllm.errors import ConfigError
-from logllm.explain import ScoreCache, leave_one_out, top_k
+from logllm.explain import ScoreCache, leave_one_out, log_odds_fn, top_k
 from logllm.follow import RawLine
 
 log = logging.getLogger(__name__)
@@ -464,6 +462,7 @@ class Detector:
         self.sequencer = policy.build(max_open_sessions, max_session_lines)
         max_messages = getattr(getattr(model, "config", None), "max_messages", None)
         self.cache = ScoreCache(model, batch_size=batch_size, max_messages=max_messages)
+        self.explain_cache = ScoreCache(log_odds_fn(model), batch_size=batch_size, max_messages=max_messages)
         self.stats = DetectStats()
         # The encoder is frozen while detecting: each distinct message is encoded once, then reused
         # (the model's own vector cache). Its size is bounded by restarting it past max_cached_texts.
@@ -592,18 +591,19 @@ class Detector:
             chosen = [i for i in range(len(seqs)) if flagged[i]]
         else:
             chosen = []
-        contributions: dict[int, np.ndarray] = {}
+        contributions = {}
         if chosen and self.top_k > 0:
-            loo = leave_one_out(self.cache, [seqs[i].messages for i in chosen], scores[chosen])
+            loo = leave_one_out(self.explain_cache, [seqs[i].messages for i in chosen])
             contributions = dict(zip(chosen, loo))
         out = []
         for i, seq in enumerate(seqs):
             top = []
             if i in contributions:
-                for idx, value in top_k(contributions[i], self.top_k):
+                c = contributions[i]
+                for idx, value in top_k(c, self.top_k):
                     line = seq.lines[idx]
-                    top.append({"index": idx, "line": line.line_number, "contribution": round(value, 6),
-                                "text": line.raw, "message": line.message})
+                    top.append({"index": idx, "line": line.line_number, "contribution": value,
+                                "log_odds": float(c.log_odds[idx]), "text": line.raw, "message": line.message})
             out.append(Detection(seq.source, seq.sequence_id, seq.first_line, seq.last_line, len(seq.lines),
                                  float(scores[i]), self.threshold, bool(flagged[i]), seq.reason, top))
         self.stats.sequences_scored += len(seqs)
@@ -616,11 +616,11 @@ class Detector:
         return float(self.cache.score_texts([messages])[0])
 
     def explain(self, sequence: StreamSequence | Sequence[str], k: int | None = None) -> list[tuple[int, float]]:
-        """Leave-one-out contributions of a sequence's messages as ``(index, contribution)``, largest
-        first; all of them, or the top ``k``."""
+        """Leave-one-out contributions of a sequence's messages as ``(index, probability drop)``,
+        largest first (ranked by the drop in log-odds); all of them, or the top ``k``."""
         messages = sequence.messages if isinstance(sequence, StreamSequence) else list(sequence)
-        contrib = leave_one_out(self.cache, [messages])[0]
-        return top_k(contrib, len(contrib) if k is None else k)
+        contrib = leave_one_out(self.explain_cache, [messages])[0]
+        return top_k(contrib, len(messages) if k is None else k)
 
 
 # -- the run's preprocessing -------------------------------------------------------------------------

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -36,15 +37,74 @@ class Scorer(Protocol):
         ...
 
 
+ScoreFn = Callable[[Sequence[str], Sequence[Sequence[int]], int], np.ndarray]
+
+
+def probability_fn(model: Scorer) -> ScoreFn:
+    """P(anomalous) from the model's own ``score`` (what `evaluate` reports)."""
+    return lambda texts, seqs, batch_size: np.asarray(model.score(texts, seqs, batch_size=batch_size), dtype=np.float64)
+
+
+def log_odds_fn(model: Any) -> ScoreFn:
+    """log P(anomalous) - log P(normal) per sequence, in float64.
+
+    Probabilities near 0 or 1 lose their differences in float32 (a window full of alert lines
+    scores 1.0 with or without any one of them), so explanations rank by log-odds, read from the
+    model's label logits through its public API (``message_vectors``, ``projector``,
+    ``label_logits``; the same computation as `logllm.scoring`). A model without them (a stand-in
+    in tests) falls back to the logit of its probability.
+    """
+    if not all(hasattr(model, a) for a in ("label_logits", "message_vectors", "projector")):
+        def from_probability(texts, seqs, batch_size):
+            p = np.clip(np.asarray(model.score(texts, seqs, batch_size=batch_size), dtype=np.float64), 1e-300, 1.0)
+            q = np.clip(1.0 - p, 1e-300, 1.0)
+            return np.log(p) - np.log(q)
+
+        return from_probability
+
+    def from_logits(texts, seqs, batch_size):
+        import torch
+
+        limit = getattr(getattr(model, "config", None), "max_messages", None)
+        seqs = [list(s[:limit]) if limit else list(s) for s in seqs]
+        used = sorted({int(i) for s in seqs for i in s})
+        local = {g: j for j, g in enumerate(used)}
+        out = np.zeros(len(seqs), dtype=np.float64)
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                vectors = model.message_vectors([texts[i] for i in used])  # (m, E), cached per text
+                projected = model.projector(vectors.to(model.projector.weight.dtype))  # (m, H)
+                order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+                for start in range(0, len(order), batch_size):
+                    batch = order[start : start + batch_size]
+                    logits = model.label_logits(projected, [[local[int(i)] for i in seqs[j]] for j in batch])
+                    logits = logits.double().cpu().numpy()  # (b, 2): normal, anomalous
+                    out[batch] = logits[:, 1] - logits[:, 0]
+        finally:
+            model.train(was_training)
+        return out
+
+    return from_logits
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
+
+
 class ScoreCache:
-    """Scores of sequences by content (a tuple of message texts), bounded, least recently used out first.
+    """Values of a score function by sequence content (a tuple of message texts), bounded, least
+    recently used out first.
 
     ``score_texts`` scores lists of message texts, computing only those not cached, deduplicated, in
-    one model call; ``stats`` counts hits, misses and evictions.
+    one call of ``fn(texts, sequences, batch_size)``; ``stats`` counts hits, computed and evicted
+    entries. A model may be given instead of ``fn``: its ``score`` is used.
     """
 
-    def __init__(self, scorer: Scorer, max_entries: int = 50_000, batch_size: int = 64, max_messages: int | None = None):
-        self.scorer = scorer
+    def __init__(self, fn: ScoreFn | Scorer, max_entries: int = 50_000, batch_size: int = 64,
+                 max_messages: int | None = None):
+        self.fn: ScoreFn = fn if not hasattr(fn, "score") else probability_fn(fn)  # type: ignore[arg-type]
         self.max_entries = max_entries
         self.batch_size = batch_size
         # The model keeps only the first max_messages messages; keys cut the same way share a score.
@@ -70,7 +130,7 @@ class ScoreCache:
         if todo:
             table: dict[str, int] = {}
             seqs = [[table.setdefault(t, len(table)) for t in key] for key in todo]
-            scores = np.asarray(self.scorer.score(list(table), seqs, batch_size=self.batch_size), dtype=np.float64)
+            scores = np.asarray(self.fn(list(table), seqs, self.batch_size), dtype=np.float64)
             self.stats["scored"] += len(seqs)
             for (key, where), value in zip(todo.items(), scores):
                 out[where] = value
@@ -81,18 +141,25 @@ class ScoreCache:
         return out
 
 
-def leave_one_out(
-    cache: ScoreCache,
-    sequences: Sequence[Sequence[str]],
-    base_scores: Sequence[float] | None = None,
-) -> list[np.ndarray]:
-    """Contribution of every message of every sequence (leave-one-out), all variants scored together.
+@dataclass
+class Contributions:
+    """Leave-one-out contributions of one sequence's messages, aligned with its messages.
 
-    Returns one float array per sequence, aligned with its messages. A one-message sequence is
-    compared with the empty sequence (the prompt without messages).
+    ``probability``: P(anomalous) of the sequence minus that without the message; ``log_odds``: the
+    same drop in log-odds (what messages are ranked by: it keeps its resolution near 0 and 1).
     """
-    if base_scores is None:
-        base_scores = cache.score_texts(sequences)
+
+    probability: np.ndarray
+    log_odds: np.ndarray
+
+
+def leave_one_out(cache: ScoreCache, sequences: Sequence[Sequence[str]]) -> list[Contributions]:
+    """Contribution of every message of every sequence, all variants scored together.
+
+    ``cache`` must hold log-odds (`log_odds_fn`). A one-message sequence is compared with the
+    empty sequence (the prompt without messages).
+    """
+    base = cache.score_texts(sequences) if sequences else np.zeros(0)
     variants: list[tuple[str, ...]] = []
     spans = []
     for seq in sequences:
@@ -101,15 +168,17 @@ def leave_one_out(
         variants.extend(seq[:i] + seq[i + 1 :] for i in range(len(seq)))
     scores = cache.score_texts(variants) if variants else np.zeros(0)
     out = []
-    for (start, n), base in zip(spans, base_scores):
-        out.append(float(base) - scores[start : start + n])
+    for (start, n), b in zip(spans, base):
+        v = scores[start : start + n]
+        out.append(Contributions(probability=sigmoid(b) - sigmoid(v), log_odds=b - v))
     log.debug("explained %d sequences with %d variants", len(sequences), len(variants))
     return out
 
 
-def top_k(contributions: np.ndarray, k: int) -> list[tuple[int, float]]:
-    """The k positions with the largest contribution, largest first (ties: earlier position first)."""
-    if k <= 0 or len(contributions) == 0:
+def top_k(contributions: Contributions, k: int) -> list[tuple[int, float]]:
+    """The k positions with the largest contribution (ranked by log-odds drop), largest first, ties
+    by position; returned as ``(index, probability drop)``."""
+    if k <= 0 or len(contributions.log_odds) == 0:
         return []
-    order = np.argsort(-np.asarray(contributions), kind="stable")[:k]
-    return [(int(i), float(contributions[i])) for i in order]
+    order = np.argsort(-contributions.log_odds, kind="stable")[:k]
+    return [(int(i), float(contributions.probability[i])) for i in order]

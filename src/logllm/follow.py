@@ -83,13 +83,27 @@ class _Tail:
             return False
         st = os.fstat(fh.fileno())
         self.fh, self.ident = fh, (st.st_dev, st.st_ino)
-        self.pos = st.st_size if from_end else 0
-        if from_end:
-            fh.seek(self.pos)
+        self.pos = 0
         self.partial.clear()
         self.skipping = False
         self.line_number = 0
         self.waiting_logged = False
+        if from_end:
+            # Skip the complete lines already there, counting them so that line numbers stay the
+            # file's; an unfinished last line is read in full once it ends.
+            after_newline = 0
+            while True:
+                chunk = fh.read(self.chunk_size)
+                if not chunk:
+                    break
+                n = chunk.count(b"\n")
+                if n:
+                    self.line_number += n
+                    after_newline = self.pos + chunk.rfind(b"\n") + 1
+                self.pos += len(chunk)
+            self.pos = after_newline
+            fh.seek(self.pos)
+            log.info("%s: starting after its %d existing lines", self.path, self.line_number)
         return True
 
     def close(self) -> None:

@@ -93,7 +93,8 @@ def test_helpers():
     assert owner.tolist() == [0, 0, 0, 2]
     uniq, counts, inverse = dedupe([np.array([1, 2]), np.array([3]), np.array([1, 2])])
     assert len(uniq) == 2 and counts.tolist() == [2, 1] and inverse.tolist() == [0, 1, 0]
-    assert best_f1_threshold(np.array([0.1, 0.2, 0.9, 0.8]), np.array([0, 0, 1, 1])) == 0.8
+    assert best_f1_threshold(np.array([0.1, 0.2, 0.9, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(0.5)
+    assert best_f1_threshold(np.array([0.9, 0.2]), np.array([1, 0])) == pytest.approx(0.55)
     assert best_f1_threshold(np.array([0.1, 0.2]), np.array([0, 0])) is None
     with pytest.raises(ConfigError, match="windw"):
         make_config(type(DeepLog(seed=0).config), {"windw": 3}, "deeplog")

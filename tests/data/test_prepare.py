@@ -317,3 +317,11 @@ def test_mask_none_and_split_overrides(tmp_path: Path) -> None:
                                format="<Label> <Content>"), tmp_path / "rand").manifest
     ids = [i for s in ("train", "test") for i in PreparedData(tmp_path / "rand").split(s)["sequence_id"].to_list()]
     assert sorted(ids) == [f"w{i:06d}" for i in range(10)] and a["splits"]["test"]["sequences"] == 2
+
+
+def test_session_regex_matching_nothing_and_labels_for_windows(tmp_path: Path) -> None:
+    log = write_windowed(tmp_path, n=30)
+    with pytest.raises(DataError, match=r"session regex .* matches nothing in the messages of 30 lines"):
+        prepare(PrepareOptions(family="custom", inputs=(str(log),), session_regex=r"req-\d+"), tmp_path / "a")
+    with pytest.raises(ConfigError, match="--labels .* labels sessions"):
+        prepare(PrepareOptions(family="bgl", inputs=(str(log),), labels=str(log)), tmp_path / "b")

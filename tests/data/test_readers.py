@@ -77,3 +77,15 @@ def test_missing_empty_and_broken_files(tmp_path: Path) -> None:
     (tmp_path / "cut.gz").write_bytes(data[: len(data) // 2])
     with pytest.raises(DataError, match="cut.gz: cannot read"):
         _read([tmp_path / "cut.gz"])
+
+
+def test_distinct_lines_restores_log_order() -> None:
+    from logllm.data.readers import distinct_lines
+
+    data = b"".join(f"line {i % 7}\n".encode() for i in range(200)) + b'a\rb\n\n"q""x,\ny\r\r\nline 3\n'
+    n = data.count(b"\n")
+    codes, distinct, first = distinct_lines(data, n)
+    lines = lines_series(data, n).to_list()
+    assert [distinct[int(c)] for c in codes] == lines
+    assert distinct.to_list() == list(dict.fromkeys(lines))  # first-appearance order
+    assert [lines.index(t) for t in distinct.to_list()] == first.tolist()

@@ -19,7 +19,7 @@ from logllm.detect import (
     WindowSequencer,
 )
 from logllm.errors import ConfigError
-from logllm.explain import ScoreCache, leave_one_out
+from logllm.explain import ScoreCache, leave_one_out, log_odds_fn, top_k
 from logllm.follow import LineReader, RawLine
 
 
@@ -143,19 +143,52 @@ def test_malformed_input_is_counted_and_the_stream_goes_on(make_detector):
 
 
 def test_leave_one_out_matches_brute_force_and_dedups(fake_model):
-    cache = ScoreCache(fake_model)
+    cache = ScoreCache(log_odds_fn(fake_model))
     seq = ["a", "a", "disk failure", "b", "a"]
     [contrib] = leave_one_out(cache, [seq])
     table = sorted(set(seq))
     ids = [table.index(t) for t in seq]
     full = fake_model.score(table, [ids])[0]
     brute = [full - fake_model.score(table, [ids[:i] + ids[i + 1:]])[0] for i in range(len(seq))]
-    np.testing.assert_allclose(contrib, brute)
-    assert int(np.argmax(contrib)) == 2
+    np.testing.assert_allclose(contrib.probability, brute, atol=1e-12)
+    assert int(np.argmax(contrib.log_odds)) == 2
     # 1 base + 4 distinct variants (leaving out either of the first two "a" gives the same sequence).
     assert cache.stats["scored"] == 5
     leave_one_out(cache, [seq])
     assert cache.stats["scored"] == 5  # all from the cache the second time
+
+
+def test_ranking_survives_saturated_probabilities():
+    """P(anomalous) is 1.0 in float32 with or without any one alert line; the log-odds read from the
+    model's label logits still rank the alert lines first."""
+    import torch
+
+    class Saturated(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.projector = torch.nn.Linear(1, 1)
+            with torch.no_grad():
+                self.projector.weight.fill_(1.0)
+                self.projector.bias.zero_()
+
+        def message_vectors(self, texts):
+            return torch.tensor([[30.0 if "failure" in t else 1.0] for t in texts])
+
+        def label_logits(self, projected, rows):
+            d = torch.stack([projected[r].sum() if r else torch.tensor(0.0) for r in rows])
+            return torch.stack([torch.zeros_like(d), d], dim=1)
+
+        def score(self, texts, seqs, batch_size=64):
+            with torch.no_grad():
+                proj = self.projector(self.message_vectors(texts))
+                return torch.softmax(self.label_logits(proj, [list(s) for s in seqs]), -1)[:, 1].numpy()
+
+    model = Saturated()
+    seq = ["ok"] * 5 + ["disk failure"] + ["ok"] * 5 + ["disk failure"]
+    assert ScoreCache(model).score_texts([seq])[0] == 1.0
+    [c] = leave_one_out(ScoreCache(log_odds_fn(model)), [seq])
+    assert [i for i, _ in top_k(c, 2)] == [5, 11]
+    np.testing.assert_allclose(c.log_odds, [1.0] * 5 + [30.0] + [1.0] * 5 + [30.0])
 
 
 def test_detector_explain_api(make_detector):

@@ -96,6 +96,12 @@ def test_detect_matches_evaluate_window_by_window(tiny_run, tmp_path, capsys):
     d0 = dets[0]
     lines = log.read_text().splitlines()[d0["first_line"] - 1 : d0["last_line"]]
     messages = det.preprocessor.mask([c for c in det.preprocessor.parse(lines).content])
+    # The log-odds that explanations rank by are the model's own score, in another unit.
+    from logllm.explain import log_odds_fn, sigmoid
+
+    seqs = [m.tolist() for m in data.sequences("test").message_ids[:6]]
+    np.testing.assert_allclose(sigmoid(log_odds_fn(det.model)(data.messages, seqs, 4)),
+                               det.model.score(data.messages, seqs), atol=1e-5)
     ranked = dict(det.explain(messages))
     # Equal messages give near-equal contributions whose order may flip at float noise: compare values.
     for t in d0["top"]:
@@ -151,7 +157,7 @@ def test_follow_cli_reports_windows_once_across_rotation(tiny_run, tmp_path):
         fh = open(live, "a")
         for i, line in enumerate(lines, start=1):
             if i == 41:  # wait until the detector reads (model loaded), or it would start after the rotation
-                deadline = time.monotonic() + 60
+                deadline = time.monotonic() + 180
                 while time.monotonic() < deadline and len(out.read_text().splitlines() if out.exists() else []) < 2:
                     time.sleep(0.05)
             if i == 101:  # rotate: rename away, continue in a new file at the same path
@@ -164,7 +170,7 @@ def test_follow_cli_reports_windows_once_across_rotation(tiny_run, tmp_path):
             if i % 20 == 0:
                 time.sleep(0.05)
         fh.close()
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             done = out.read_text().splitlines() if out.exists() else []
             if len(done) >= 10:
@@ -179,7 +185,7 @@ def test_follow_cli_reports_windows_once_across_rotation(tiny_run, tmp_path):
     ranges = [(d["sequence_id"].split(":")[0].endswith("@1"), d["first_line"], d["last_line"]) for d in dets]
     expected = [(False, a, a + 19) for a in range(1, 100, 20)] + [(True, a, a + 19) for a in range(1, 100, 20)]
     assert ranges == expected  # every completed window once, none lost or repeated across the rotation
-    assert seen_at - written_at[200] < 60
+    assert seen_at - written_at[200] < 120  # a generous bound; the benchmark prints the real latency
     assert "10 sequences scored" in err and "lines read" in err
 
 

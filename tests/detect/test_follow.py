@@ -159,3 +159,21 @@ def test_sigterm_stops_follow_cleanly(tmp_path: Path):
     out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0
     assert out.strip().splitlines()[-1] == "lines 2"
+
+
+def test_follow_from_end_skips_existing_lines(tmp_path: Path):
+    path = tmp_path / "x.log"
+    path.write_text("old 1\nold 2\nunfin")
+    reader = LineReader([path], follow=True, poll_interval=0.01, from_end=True, chunk_size=4)
+    batches = reader.batches()
+    assert next(batches) == []
+    with open(path, "a") as fh:
+        fh.write("ished\nnew\n")
+    got: list[RawLine] = []
+    end = time.monotonic() + 10
+    while len(got) < 2 and time.monotonic() < end:
+        got.extend(next(batches))
+    # Line numbers stay the file's; the line unfinished at the start is read whole.
+    assert got == [RawLine(str(path), 3, b"unfinished"), RawLine(str(path), 4, b"new")]
+    reader.stop.set()
+    list(batches)

@@ -8,9 +8,14 @@ sequence vectors (mean of event vectors, reduced by PCA) of the *labelled normal
 *unlabelled* sequences are clustered together with HDBSCAN. An unlabelled sequence in a cluster that
 holds labelled normal sequences gets a probabilistic "normal" label, any other unlabelled sequence
 (including HDBSCAN's noise points) a probabilistic "anomalous" label; the confidence is HDBSCAN's
-membership strength (0.5 + 0.5 * probability, noise points: 1). An attention-based GRU over the
+membership strength (0.5 + 0.5 * probability, noise points: 1). An unlabelled sequence identical to
+a labelled normal one counts as in that one's cluster (normal, confidence 1) even where HDBSCAN calls
+the rare pattern noise; without this rule the identical copies get contradictory labels. An attention-based GRU over the
 event vectors is then trained on labelled normals (hard labels) and unlabelled sequences (soft
-labels); a sequence is anomalous when the classifier's anomaly probability is >= 0.5 (argmax).
+labels). The paper flags a sequence when the classifier's anomaly probability is >= 0.5 (argmax);
+we instead take the threshold that best reproduces the estimated labels on the training pool (no
+true label is read), because with soft targets the anomalies' probabilities settle just under 0.5
+(see ``fit``).
 
 What this project's protocol changes, exactly: PLELog needs unlabelled data, which may contain
 anomalies, but the harness hands a semi-supervised method only normal training sequences. We use
@@ -23,7 +28,10 @@ distance of a sequence's vector to the nearest normal training vector, with the 
 Event vectors are ``Resources.message_vectors()`` (the `small` preset's encoder) per message instead
 of the paper's GloVe + TF-IDF template vectors; HDBSCAN is sklearn's (min_cluster_size and
 min_samples as parameters); the GRU is scaled down (1 bidirectional layer, 64 units, additive
-attention), trained with Adam (lr 1e-3) on distinct sequences weighted by their count.
+attention), trained with Adam (lr 1e-3) on distinct sequences weighted by their count, with the two
+estimated classes balanced (each class's weights sum to the same total): the estimated anomalies
+are a few percent of the sequences and, unbalanced, the classifier stays at "normal" for everything
+(HDFS_2pct seed 0: F1 0.0, ROC-AUC 0.85).
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from logllm.baselines.base import Method, MethodInput, register
-from logllm.baselines.deeplog import dedupe, make_config, torch_setup
+from logllm.baselines.deeplog import best_f1_threshold, dedupe, make_config, torch_setup
 from logllm.baselines.logbert import quantile_threshold
 
 log = logging.getLogger(__name__)
@@ -51,7 +59,7 @@ class PLELogConfig:
     min_cluster_size: int = 100
     min_samples: int = 100
     hidden: int = 64
-    epochs: int = 30
+    epochs: int = 15
     batch_size: int = 64
     lr: float = 1e-3
     max_len: int = 256
@@ -142,17 +150,25 @@ class PLELog(Method):
         min_size = max(2, min(cfg.min_cluster_size, len(reduced) // 2))
         min_samples = max(1, min(cfg.min_samples, min_size))
         clusterer = HDBSCAN(min_cluster_size=min_size, min_samples=min_samples).fit(reduced)
+        log.info("%s: HDBSCAN on %d sequence vectors (%d dims) took %.1fs", self.name, len(reduced), dims,
+                 time.perf_counter() - start)
         labels, prob = clusterer.labels_, clusterer.probabilities_
         n_lab = len(labelled)
         normal_clusters = set(labels[:n_lab][labels[:n_lab] >= 0].tolist())
         u_labels, u_prob = labels[n_lab:], prob[n_lab:]
         is_normal = np.array([c >= 0 and c in normal_clusters for c in u_labels], dtype=bool)
         confidence = np.where(u_labels >= 0, 0.5 + 0.5 * u_prob, 1.0)
+        # A sequence identical to a labelled normal one sits at distance 0 from it: it shares its
+        # "cluster" even where HDBSCAN calls that rare pattern noise.
+        known = {s.tobytes() for s in labelled}
+        twin = np.array([s.tobytes() in known for s in unlabelled], dtype=bool)
+        confidence = np.where(twin & ~is_normal, 1.0, confidence)
+        is_normal |= twin
         target = np.where(is_normal, 1.0 - confidence, confidence)  # probability of "anomalous"
         log.info("%s: HDBSCAN found %d clusters (%d with labelled normals); %d unlabelled sequences: "
-                 "%d estimated normal, %d anomalous (%d of them noise points)", self.name,
-                 len(set(labels.tolist()) - {-1}), len(normal_clusters), len(unlabelled), int(is_normal.sum()),
-                 int((~is_normal).sum()), int((u_labels < 0).sum()))
+                 "%d estimated normal (%d as twins of labelled normals), %d anomalous (%d of them noise "
+                 "points)", self.name, len(set(labels.tolist()) - {-1}), len(normal_clusters), len(unlabelled),
+                 int(is_normal.sum()), int(twin.sum()), int((~is_normal).sum()), int((~is_normal & (u_labels < 0)).sum()))
 
         # Distinct (sequence, target) pairs with counts: the count-weighted loss equals the full one.
         keyed = [np.append(s, -1 - round(t * 1e6)) for s, t in zip(labelled + unlabelled,
@@ -160,7 +176,14 @@ class PLELog(Method):
         uniq, counts, _ = dedupe(keyed)
         seqs = [u[:-1] for u in uniq]
         y = torch.tensor([(-1 - u[-1]) / 1e6 for u in uniq], dtype=torch.float32)
-        w = torch.from_numpy(counts.astype(np.float32))
+        # Class-balanced weights: the estimated-anomalous sequences (a few percent) weigh as much in total
+        # as the normal ones; with the plain count-weighted loss the GRU never leaves "all normal".
+        anomalous = (y >= 0.5).numpy()
+        w_np = counts.copy()
+        for part in (anomalous, ~anomalous):
+            if part.any():
+                w_np[part] = counts[part] / counts[part].sum()
+        w = torch.from_numpy(w_np.astype(np.float32))
         self.model = AttentionGRU(self.vectors.shape[1], cfg.hidden)
         opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.model.train()
@@ -179,10 +202,19 @@ class PLELog(Method):
                 opt.step()
                 total += float((loss_each.detach() * w[idx]).sum())
             if epoch == 0 or (epoch + 1) % max(cfg.epochs // 5, 1) == 0:
-                log.info("%s epoch %d/%d: loss %.4f", self.name, epoch + 1, cfg.epochs, total / float(w.sum()))
+                log.info("%s epoch %d/%d: balanced loss %.4f", self.name, epoch + 1, cfg.epochs,
+                         total / float(w.sum()))
         self.model.eval()
-        log.info("%s: trained in %.1fs on %d labelled normal + %d unlabelled sequences (%d distinct)", self.name,
-                 time.perf_counter() - start, n_lab, len(unlabelled), len(seqs))
+        # The decision threshold is the one that best reproduces the *estimated* labels on the training
+        # pool (no true label is read). Argmax (0.5) sits in the middle of the soft targets and, on
+        # HDFS_2pct, flags nothing although the anomalies score far above the normal sequences.
+        estimated = np.concatenate([np.zeros(n_lab), (~is_normal).astype(float)])
+        pool_scores = self.score(MethodInput(labelled + unlabelled, train.resources))
+        chosen = best_f1_threshold(pool_scores, estimated, "the estimated labels") if (~is_normal).any() else None
+        self.threshold = 0.5 if chosen is None else chosen
+        log.info("%s: trained in %.1fs on %d labelled normal + %d unlabelled sequences (%d distinct); "
+                 "anomalous if probability >= %.4f", self.name, time.perf_counter() - start, n_lab,
+                 len(unlabelled), len(seqs), self.threshold)
 
     def _fit_distance(self, reduced: np.ndarray) -> None:
         from sklearn.neighbors import NearestNeighbors

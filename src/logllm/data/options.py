@@ -170,6 +170,9 @@ class PrepareOptions:
             if window < 1 or step < 1:
                 raise ConfigError(f"--window {window} and --step {step} must be positive")
             updates.update(window=window, step=step)
+        if o.labels and not (updates.get("session_regex") or o.session_regex):
+            raise ConfigError(f"--labels {o.labels} labels sessions; windows take their labels from the lines "
+                              "(first token, or --label-field). Drop --labels or use --session-regex")
         default_split = "random" if (updates.get("session_regex") or o.session_regex) else "chronological"
         updates["split"] = o.split or default_split
         if updates["split"] not in ("random", "chronological"):

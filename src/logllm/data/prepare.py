@@ -261,6 +261,8 @@ class _Preparer:
 
     def _run(self) -> tuple[dict[str, pl.DataFrame], dict]:
         o = self.o
+        # Read the labels first: a broken labels file should fail before minutes of parsing.
+        self.labels = read_labels(o.labels) if o.labels and o.sequence_kind == "sessions" else None
         total = sum(i.bytes for i in self.reader.inputs)
         bar = None
         if self.progress:
@@ -289,6 +291,10 @@ class _Preparer:
             splits, extra = self._sessions(table)
         else:
             splits = self._windows(table, kind)
+        for name, df in splits.items():
+            if len(df) == 0:
+                log.warning("split %r is empty (%d sequences in all); adjust --train-ratio/--val-ratio",
+                            name, sum(len(d) for d in splits.values()))
         return splits, extra
 
     def _no_line_parses(self, chunk: LineChunk) -> None:
@@ -303,11 +309,14 @@ class _Preparer:
             {"pos": np.zeros(0, dtype=np.int64), "sid": pl.Series([], dtype=pl.String)})
         rows = table[sess["pos"].to_numpy()].with_columns(sess["sid"].alias("sequence_id"))
         seqs = rows.group_by("sequence_id", maintain_order=True).agg(SEQ_AGG)
+        if len(seqs) == 0:
+            raise DataError(f"the session regex {self.session_rx!r} matches nothing in the messages of "
+                            f"{len(table):,} lines; check --session-regex (it is applied to <Content>)")
         missing: dict = {"count": 0, "policy": o.missing_labels, "examples": []}
         if not o.labels and o.family == "hdfs":
             log.warning("no --labels given: %d sessions are unlabeled", len(seqs))
-        if o.labels:
-            labels = read_labels(o.labels)
+        if self.labels is not None:
+            labels = self.labels
             seqs = seqs.drop("label").join(labels, on="sequence_id", how="left", maintain_order="left")
             miss = seqs.filter(pl.col("label").is_null())["sequence_id"]
             missing.update(count=len(miss), examples=miss.head(MAX_EXAMPLES).to_list())

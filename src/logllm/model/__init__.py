@@ -14,6 +14,8 @@ Extensions beyond the agreed interface (nothing was changed): ModelConfig.device
 ModelConfig.decoder_intermediate, ModelConfig.replace(); preset(name); LogLLM.device,
 LogLLM.encoder_trains, LogLLM.message_vectors, LogLLM.label_logits, LogLLM.stats, LogLLM.threshold
 (from RUN/threshold.json when loading a run folder); score() also accepts sequences of texts.
+Under LoRA, base tensors that the base checkpoint lacks (e.g. MiniLM's LM-head transform when it is
+the decoder) are trainable members of that part and are saved beside the adapter.
 Modules: hub (aliases, bundled MiniLM), config, prompt, build (encoder/decoder/LoRA/4-bit), logllm.
 """
 
