@@ -432,6 +432,12 @@ class Detector:
 
     ``model`` is anything with ``score(texts, sequences, batch_size) -> np.ndarray`` (a `LogLLM`).
     Use `from_run` to build one from a run folder with the run's own preprocessing and threshold.
+
+    top_k: explanation lines per explained sequence; explain: which sequences get them
+    (``flagged``, ``all``, ``none``); batch_size: sequences per model call (speed only);
+    max_open_sessions / max_session_lines: memory bounds of session sequencing;
+    wall_clock_timeout: also close idle sessions by wall-clock time (follow mode);
+    max_cached_texts: distinct messages kept in the model's vector cache before it restarts.
     """
 
     def __init__(

@@ -31,7 +31,7 @@ def test_fastlogad_scores_anomalies_above_normal_sequences():
         np.asarray([0, 1, 1, 1, 3, 4]),  # alloc where writes belong
     ]
     test = MethodInput(normals + anomalies, res)
-    model = FastLogAD(seed=0, gen_steps=100, disc_steps=250, threads=1)
+    model = FastLogAD(seed=0, gen_steps=80, disc_steps=150, width=32, ff=64, batch_size=16, threads=1)
     model.fit(train)
     scores = model.score(test)
     pred = model.predict(test)
@@ -46,7 +46,7 @@ def test_pseudo_anomalies_change_only_masked_keys_to_other_keys():
     rng = np.random.default_rng(1)
     res = resources()
     train = MethodInput([normal(rng) for _ in range(60)], res)
-    model = FastLogAD(seed=0, gen_steps=30, disc_steps=1, threads=1, exclude_top=1)
+    model = FastLogAD(seed=0, gen_steps=30, disc_steps=1, width=32, ff=64, threads=1, exclude_top=1)
     model.fit(train)
     from logllm.baselines.logbert import pad_batch
 

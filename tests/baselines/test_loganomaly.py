@@ -44,7 +44,8 @@ def test_loganomaly_flags_broken_order_and_matches_similar_new_template():
         np.asarray([0, 1, 2, 2]),  # stops early
     ]
     test = MethodInput(normals + new_but_similar + anomalies, res)
-    model = LogAnomaly(seed=0, epochs=100, batch_size=16, lr=0.01, threads=1, top_g=2)
+    # Only close matches are absorbed (the paper matches every new template; see min_similarity).
+    model = LogAnomaly(seed=0, epochs=100, batch_size=16, lr=0.01, threads=1, top_g=2, min_similarity=0.5)
     model.fit(train)
     pred = model.predict(test)
     scores = model.score(test)

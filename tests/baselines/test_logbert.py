@@ -31,7 +31,7 @@ def test_logbert_flags_broken_sequences_and_keeps_normal_ones():
         np.asarray([0, 1, 2]),  # stops early
     ]
     test = MethodInput(normals + anomalies, res)
-    model = LogBERT(seed=0, steps=400, top_g=2, threads=1)
+    model = LogBERT(seed=0, steps=250, top_g=2, width=32, ff=64, batch_size=16, threads=1)
     model.fit(train)
     scores = model.score(test)
     pred = model.predict(test)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 from pathlib import Path
 
@@ -126,6 +127,47 @@ def test_hdfs_fast_path_matches_custom_and_small_chunks(tmp_path: Path) -> None:
     assert data.manifest["splits"]["val"]["sequences"] == round(int(62 * 0.8) * 0.25)
 
 
+_EDGE_LINES = [f"081109 2035{i % 60:02d} {i} INFO dfs.DataNode: Receiving blk_{'-' if i % 3 else ''}{i * 7919 + 1} "
+               f"src: /10.0.0.{i % 9}:500 blk_{i * 7919 + 1}" for i in range(120)]
+_EDGE_LINES.append("081109 203501 7 INFO dfs.X: blk_99 twice blk_99 and blk_-0 and blk_007")
+
+
+@pytest.mark.parametrize(("case", "text", "fast"), [
+    ("plain", "\n".join(_EDGE_LINES) + "\n", True),
+    ("crlf", "\r\n".join(_EDGE_LINES) + "\r\n", True),
+    ("no final newline", "\n".join(_EDGE_LINES) + "\n081109 203501 7 INFO dfs.X: last blk_123456", True),
+    ("empty lines", "\n\n".join(_EDGE_LINES) + "\n", True),
+    ("byte order mark", "\ufeff" + "\n".join(_EDGE_LINES) + "\n", False),
+    ("id in a header field", "\n".join(_EDGE_LINES) + "\n081109 203501 blk_1 INFO dfs.X: hdr blk_5\n", False),
+    ("non-ASCII digit after an id", "\n".join(_EDGE_LINES) + "\n081109 203501 7 INFO dfs.X: blk_12\u0661 blk_3\n", False),
+])
+def test_hdfs_fast_session_ids_match_per_line_regex(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str,
+                                                     text: str, fast: bool) -> None:
+    """Session ids copied out of the raw bytes at the offsets found in the distinct lines equal the
+    per-line regex's; where the offsets cannot be trusted the per-line way is used (same output)."""
+    from logllm.data import prepare as prep
+
+    used: list[bool] = []
+    original = prep._Preparer._fast_sessions
+
+    def spy(self: prep._Preparer, *args: object) -> pl.DataFrame | None:
+        out = original(self, *args)  # type: ignore[arg-type]
+        used.append(out is not None)
+        return out
+
+    monkeypatch.setattr(prep._Preparer, "_fast_sessions", spy)
+    log = tmp_path / "x.log"
+    log.write_bytes(text.encode())
+    prepare(PrepareOptions(family="hdfs", inputs=(str(log),)), tmp_path / "fast")
+    assert used and all(used) == fast, case
+    prepare(PrepareOptions(family="custom", format=HDFS_FMT, session_regex=r"blk_-?\d+", inputs=(str(log),)),
+            tmp_path / "custom")
+    prepare(PrepareOptions(family="hdfs", inputs=(str(log),)), tmp_path / "chunks", chunk_bytes=900)
+    assert files(tmp_path / "fast") == files(tmp_path / "custom") == files(tmp_path / "chunks")
+    ids = pl.concat([PreparedData(tmp_path / "fast").split(s) for s in ("train", "test")])["sequence_id"]
+    assert {"blk_99", "blk_-0", "blk_007", "blk_-7920"} <= set(ids.to_list())
+
+
 def test_windowed_fast_path_matches_custom(tmp_path: Path) -> None:
     log = write_windowed(tmp_path)
     with open(log, "a") as f:
@@ -198,10 +240,26 @@ def test_logllm_csv_import(tmp_path: Path) -> None:
     assert data.split("train")["sequence_id"].to_list() == ["train:1", "train:2"]
     assert data.split("test").row(0) == ("blk_1", 1, [0, 3], [1, 1], [2, 2])
     assert m["splits"]["train"] == {"sequences": 2, "anomalous": 1, "unlabeled": 0, "lines": 3}
+    assert m["invalid_utf8_lines"] == 0 and m["invalid_utf8_lines_examples"] == []
     (tmp_path / "bad.csv").write_text("Content,Label\nx,maybe\n")
     with pytest.raises(DataError, match=r"bad.csv:2: Label 'maybe'"):
         prepare(PrepareOptions(family="logllm-csv", inputs=(str(tmp_path / "bad.csv"), str(tmp_path / "test.csv")),
                                csv_splits=("train", "test")), tmp_path / "q")
+
+
+def test_logllm_csv_invalid_utf8_is_counted(tmp_path: Path) -> None:
+    """Latin-1 bytes in an imported CSV are replaced (U+FFFD) and counted with file:line, like raw logs."""
+    (tmp_path / "train.csv").write_bytes(b'Content,Label\n"caf\xe9 open 1 ;-; read",0\n"fine",0\n"na\xefve \xff",1\n')
+    (tmp_path / "test.csv").write_bytes(b"Content,Label\nclose,0\n")
+    o = PrepareOptions(family="logllm-csv", inputs=(str(tmp_path / "train.csv"), str(tmp_path / "test.csv")),
+                       csv_splits=("train", "test"))
+    result = prepare(o, tmp_path / "p")
+    m = result.manifest
+    assert m["invalid_utf8_lines"] == 2
+    assert m["invalid_utf8_lines_examples"] == [f"{tmp_path / 'train.csv'}:2", f"{tmp_path / 'train.csv'}:4"]
+    assert PreparedData(tmp_path / "p").messages == ["caf\ufffd open <*>", "read", "fine", "na\ufffdve \ufffd", "close"]
+    assert "lines with invalid UTF-8 (decoded with replacement): 2" in result.summary()
+    assert m["inputs"][0]["sha256"] == hashlib.sha256((tmp_path / "train.csv").read_bytes()).hexdigest()
 
 
 # ---- bad input ----------------------------------------------------------------------------------------

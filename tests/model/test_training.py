@@ -207,26 +207,29 @@ def test_lr_decays_ten_times_per_stage_and_epochs_reshuffle(tiny_prepared: Path,
     assert np.array_equal(first, trainer.epoch_order(1, 0))
 
 
-@pytest.mark.parametrize("stop_after", [5, 15, 22])  # stage 1 second epoch; stage 2b; stage 3 second epoch
-def test_resume_reaches_the_same_weights(tiny_prepared: Path, tiny_encoder: Path, tmp_path: Path,
-                                         stop_after: int):
+def test_resume_reaches_the_same_weights(tiny_prepared: Path, tiny_encoder: Path, tmp_path: Path):
     config = tiny_config(tiny_encoder)
     full = train_run(config, tiny_prepared, tmp_path / "full", progress=False)
-    interrupted = Trainer(config, tiny_prepared, tmp_path / "resumed", progress=False)
-    interrupted.setup()
-    assert interrupted.train(max_steps=stop_after) is False  # killed after this step; last checkpoint before it
-    assert latest_checkpoint(tmp_path / "resumed").name == f"step-{stop_after - stop_after % 2:07d}"
-    resumed = Trainer(config, tiny_prepared, tmp_path / "resumed", progress=False)
-    resumed.setup(resume=True)
-    assert resumed.train() is True
-    resumed.finish()
-    expected, got = weights(full.model), weights(resumed.model)
-    assert expected.keys() == got.keys()
-    for name in expected:
-        assert torch.equal(expected[name], got[name]), name
-    assert losses(tmp_path / "full") == losses(tmp_path / "resumed")  # each step logged once, same values
-    assert (json.loads((tmp_path / "full" / "threshold.json").read_text())["threshold"]
-            == json.loads((tmp_path / "resumed" / "threshold.json").read_text())["threshold"])
+    expected = weights(full.model)
+    # 6 steps per stage: killed in stage 1's second epoch, and in stage 3's second epoch
+    for stop_after in (5, 23):
+        run = tmp_path / f"resumed_{stop_after}"
+        interrupted = Trainer(config, tiny_prepared, run, progress=False)
+        interrupted.setup()
+        assert interrupted.train(max_steps=stop_after) is False  # killed after this step
+        assert latest_checkpoint(run).name == f"step-{stop_after - 1:07d}"  # the work after it is lost
+        resumed = Trainer(config, tiny_prepared, run, progress=False)
+        resumed.setup(resume=True)
+        assert resumed.state.global_step == stop_after - 1
+        assert resumed.train() is True
+        resumed.finish()
+        got = weights(resumed.model)
+        assert expected.keys() == got.keys()
+        for name in expected:
+            assert torch.equal(expected[name], got[name]), (stop_after, name)
+        assert losses(tmp_path / "full") == losses(run)  # each step logged once, with the same values
+        assert (json.loads((tmp_path / "full" / "threshold.json").read_text())["threshold"]
+                == json.loads((run / "threshold.json").read_text())["threshold"])
 
 
 def test_resume_refuses_a_different_config(tiny_prepared: Path, tiny_encoder: Path, tmp_path: Path):

@@ -65,9 +65,8 @@ def param(params: dict, name: str, default, kind: type = float):
 def best_f1_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
     """The threshold (predict anomalous when score > threshold) that maximises F1 on labeled data.
 
-    Candidate cuts lie halfway between consecutive distinct scores; when several cuts reach the
-    best F1 (classes separated with a margin), the median of them is taken, so the decision sits
-    in the middle of the gap rather than next to one class.
+    Candidate cuts lie halfway between consecutive distinct scores (the widest margin to both
+    neighbours). When consecutive cuts reach the same best F1, the middle of that range is taken.
     """
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels).astype(bool)
@@ -84,8 +83,11 @@ def best_f1_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
         fp = float((pred & ~labels).sum())
         fn = float((~pred & labels).sum())
         f1s[k] = 2 * tp / max(2 * tp + fp + fn, 1.0)
-    best = np.flatnonzero(f1s >= f1s.max() - 1e-12)
-    return float(cuts[best[len(best) // 2]])
+    best = f1s >= f1s.max() - 1e-12
+    k = end = int(np.flatnonzero(best)[0])
+    while end + 1 < len(cuts) and best[end + 1]:  # the first run of optimal cuts
+        end += 1
+    return float((cuts[k] + cuts[end]) / 2)
 
 
 def normal_quantile_threshold(scores: np.ndarray, quantile: float) -> float:

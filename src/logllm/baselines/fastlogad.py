@@ -13,12 +13,16 @@ Design as in the paper (ELECTRA-like, trained on normal sequences only):
    trained with replaced-token detection (per-key BCE) and a hypersphere objective on the [CLS]
    embedding: normal sequences are pulled to a small norm (loss ||z||^2), pseudo anomalies pushed
    out (loss -log(1 - exp(-||z||^2))).
-3. Score = ||z_cls||_2 of one forward pass; threshold = the 0.99 quantile of the scores of normal
-   sequences held out from training (``holdout`` of the normal training sequences), so no anomaly
-   is needed to set it.
+3. Score = ||z_cls||_2 of one forward pass; the paper's threshold is the 0.99 quantile of the
+   scores of normal sequences held out from training (``holdout`` of the normal training
+   sequences), so no anomaly is needed to set it. That rule flags ~1% of normal sequences by
+   construction, which at HDFS's ~3% anomaly rate caps precision near 0.7 (HDFS_2pct seed 0:
+   P 0.655, R 1.0, F1 0.792, ROC-AUC 0.999). Like the other methods of the bench, by default
+   (``threshold="auto"``) the threshold is F1-best on the labelled validation split when the harness
+   hands one; ``threshold="quantile"`` is the paper's rule.
 
 Scaled for a CPU: both transformers have 2 layers, width 64, 4 heads; the generator is trained for
-``gen_steps`` and the discriminator for ``disc_steps`` Adam steps (lr 1e-3, batch 32 normal + 32
+``gen_steps`` (300) and the discriminator for ``disc_steps`` (500) Adam steps (lr 1e-3, batch 32 normal + 32
 pseudo-anomalous sequences), sequences drawn in proportion to their frequency. Training runs the two
 stages one after the other instead of jointly (the generator is frozen while the discriminator learns).
 Sequences longer than ``max_len - 1`` keys are cut (logged).
@@ -29,6 +33,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -36,7 +41,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from logllm.baselines.base import Method, MethodInput, register
-from logllm.baselines.deeplog import dedupe, key_vocab_of, make_config, torch_setup
+from logllm.baselines.deeplog import (
+    best_f1_threshold,
+    dedupe,
+    key_vocab_of,
+    make_config,
+    torch_setup,
+    val_labels,
+)
 from logllm.baselines.logbert import (
     KeyTransformer,
     Symbols,
@@ -63,8 +75,8 @@ class FastLogADConfig:
     end_key: bool = True
     """Append an end-of-sequence key (not in the paper; as in ``deeplog``, it lets a session that stops
     early be noticed)."""
-    gen_steps: int = 600
-    disc_steps: int = 1000
+    gen_steps: int = 300
+    disc_steps: int = 500
     batch_size: int = 32
     lr: float = 1e-3
     rtd_weight: float = 1.0
@@ -72,6 +84,9 @@ class FastLogADConfig:
     holdout: float = 0.1
     """Share of normal training sequences kept out of training to set the threshold."""
     quantile: float = 0.99
+    threshold: Literal["auto", "quantile"] = "auto"
+    """``quantile``: the paper's rule (``quantile`` of held-out normal scores); ``auto``: F1-best on a
+    labelled validation split when the harness hands one with both classes, else ``quantile``."""
     threads: int = 0
     """torch intra-op threads (0 = leave torch's setting)."""
 
@@ -205,9 +220,16 @@ class FastLogAD(Method):
 
         ref = held if held else [uniq[i] for i in np.repeat(np.arange(len(uniq)), counts.astype(np.int64))]
         self.threshold = quantile_threshold(self._score_keys(ref), cfg.quantile)
-        log.info("%s: trained in %.1fs; anomalous if ||z_cls|| >= %.4f (q%.2f of %s normal sequences)",
-                 self.name, time.perf_counter() - start, self.threshold, cfg.quantile,
-                 "held-out" if held else "training")
+        y_val = val_labels(val) if cfg.threshold == "auto" else None
+        if y_val is not None:
+            assert val is not None
+            t = best_f1_threshold(self.score(val), y_val)
+            if t is not None:
+                self.threshold = t
+        log.info("%s: trained in %.1fs; anomalous if ||z_cls|| >= %.4f (%s)", self.name,
+                 time.perf_counter() - start, self.threshold,
+                 "F1-best on validation" if y_val is not None else
+                 f"q{cfg.quantile:.2f} of {'held-out' if held else 'training'} normal sequences")
 
     @torch.no_grad()
     def _score_keys(self, seqs: list[np.ndarray]) -> np.ndarray:

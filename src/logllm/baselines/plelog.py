@@ -21,7 +21,8 @@ What this project's protocol changes, exactly: PLELog needs unlabelled data, whi
 anomalies, but the harness hands a semi-supervised method only normal training sequences. We use
 the validation split as the unlabelled pool when the harness hands one, and **ignore its labels**
 (they are never read by this method). Without a validation split there is no unlabelled data and
-the classifier cannot be trained; PLELog then degrades to its clustering step: the score is the
+the classifier cannot be trained (likewise when no unlabelled sequence is estimated anomalous, e.g.
+with ``--semi-val normal``); PLELog then degrades to its clustering step: the score is the
 distance of a sequence's vector to the nearest normal training vector, with the threshold at the
 0.99 quantile of leave-one-out distances of the training vectors (logged as a warning).
 
@@ -59,7 +60,7 @@ class PLELogConfig:
     min_cluster_size: int = 100
     min_samples: int = 100
     hidden: int = 64
-    epochs: int = 15
+    epochs: int = 30
     batch_size: int = 64
     lr: float = 1e-3
     max_len: int = 256
@@ -137,13 +138,13 @@ class PLELog(Method):
         unlabelled = self._seqs(val, "val") if val is not None and len(val) else []
         seq_vec = self._seq_vectors(labelled + unlabelled)
         dims = max(1, min(cfg.pca_dims, seq_vec.shape[1], len(seq_vec) - 1))
-        self.pca = PCA(n_components=dims, random_state=self.seed).fit(seq_vec[: len(labelled)])
+        self.pca = PCA(n_components=dims, random_state=self.seed).fit(seq_vec)
         reduced = self.pca.transform(seq_vec)
         if not unlabelled:
             log.warning("%s: no unlabelled sequences (no validation split handed); PLELog cannot estimate "
                         "labels and falls back to the distance to the nearest normal training sequence", self.name)
             self.model = None
-            self._fit_distance(reduced)
+            self._fit_distance(seq_vec)
             log.info("%s: fitted in %.1fs (distance fallback)", self.name, time.perf_counter() - start)
             return
 
@@ -169,16 +170,38 @@ class PLELog(Method):
                  "%d estimated normal (%d as twins of labelled normals), %d anomalous (%d of them noise "
                  "points)", self.name, len(set(labels.tolist()) - {-1}), len(normal_clusters), len(unlabelled),
                  int(is_normal.sum()), int(twin.sum()), int((~is_normal).sum()), int((~is_normal & (u_labels < 0)).sum()))
+        if is_normal.all():
+            log.warning("%s: every unlabelled sequence was estimated normal; with one class the classifier "
+                        "cannot learn, falling back to the distance to the nearest normal training sequence",
+                        self.name)
+            self.model = None
+            self._fit_distance(seq_vec[:n_lab])
+            return
 
-        # Distinct (sequence, target) pairs with counts: the count-weighted loss equals the full one.
-        keyed = [np.append(s, -1 - round(t * 1e6)) for s, t in zip(labelled + unlabelled,
-                                                                   np.concatenate([np.zeros(n_lab), target]))]
-        uniq, counts, _ = dedupe(keyed)
-        seqs = [u[:-1] for u in uniq]
-        y = torch.tensor([(-1 - u[-1]) / 1e6 for u in uniq], dtype=torch.float32)
+        # Distinct (sequence, target, class) triples with counts: the count-weighted loss equals the full one.
+        pool = labelled + unlabelled
+        targets = np.concatenate([np.zeros(n_lab), target])
+        est_anomalous = np.concatenate([np.zeros(n_lab, dtype=bool), ~is_normal])
+        index: dict[tuple[bytes, float, bool], int] = {}
+        seqs: list[np.ndarray] = []
+        y_list: list[float] = []
+        cls_list: list[bool] = []
+        count_list: list[float] = []
+        for seq_, t, a in zip(pool, targets, est_anomalous):
+            key = (seq_.tobytes(), float(t), bool(a))
+            j = index.get(key)
+            if j is None:
+                j = index[key] = len(seqs)
+                seqs.append(seq_)
+                y_list.append(float(t))
+                cls_list.append(bool(a))
+                count_list.append(0.0)
+            count_list[j] += 1.0
+        y = torch.tensor(y_list, dtype=torch.float32)
+        counts = np.asarray(count_list)
         # Class-balanced weights: the estimated-anomalous sequences (a few percent) weigh as much in total
         # as the normal ones; with the plain count-weighted loss the GRU never leaves "all normal".
-        anomalous = (y >= 0.5).numpy()
+        anomalous = np.asarray(cls_list)
         w_np = counts.copy()
         for part in (anomalous, ~anomalous):
             if part.any():
@@ -216,12 +239,13 @@ class PLELog(Method):
                  "anomalous if probability >= %.4f", self.name, time.perf_counter() - start, n_lab,
                  len(unlabelled), len(seqs), self.threshold)
 
-    def _fit_distance(self, reduced: np.ndarray) -> None:
+    def _fit_distance(self, vectors: np.ndarray) -> None:
         from sklearn.neighbors import NearestNeighbors
 
-        self.reference = np.unique(reduced, axis=0)
+        # Full vectors: a PCA fitted on normal sequences only would project out what makes anomalies differ.
+        self.reference = np.unique(vectors, axis=0)
         self.nn = NearestNeighbors(n_neighbors=min(2, len(self.reference))).fit(self.reference)
-        dist, _ = self.nn.kneighbors(reduced)
+        dist, _ = self.nn.kneighbors(vectors)
         # Leave-one-out: a training vector's own entry is at distance 0; take the next neighbour.
         loo = dist[:, -1] if dist.shape[1] > 1 else dist[:, 0]
         self.threshold = quantile_threshold(loo, 0.99)
@@ -231,7 +255,7 @@ class PLELog(Method):
         """Anomaly probability of the classifier (fallback: distance to the nearest normal vector)."""
         seqs = self._seqs(data, "scored")
         if self.model is None:
-            dist, _ = self.nn.kneighbors(self.pca.transform(self._seq_vectors(seqs)), n_neighbors=1)
+            dist, _ = self.nn.kneighbors(self._seq_vectors(seqs), n_neighbors=1)
             return dist[:, 0].astype(np.float64)
         uniq, _, inverse = dedupe(seqs)
         out = np.zeros(len(uniq), dtype=np.float64)

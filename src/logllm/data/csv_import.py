@@ -16,21 +16,14 @@ import polars as pl
 from logllm.data.labels import ANOMALOUS, NORMAL
 from logllm.data.masking import mask_series
 from logllm.data.options import PrepareOptions
-from logllm.data.readers import check_inputs
+from logllm.data.readers import check_inputs, fix_utf8
 from logllm.errors import DataError
 
 log = logging.getLogger(__name__)
 
 SEPARATOR = " ;-; "
+MAX_EXAMPLES = 5
 ID_COLUMNS = ("BlockId", "SessionId", "session_id", "sequence_id", "id")
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def import_csv(o: PrepareOptions) -> tuple[dict[str, pl.DataFrame], list[str], list[dict], dict]:
@@ -41,12 +34,23 @@ def import_csv(o: PrepareOptions) -> tuple[dict[str, pl.DataFrame], list[str], l
         raise DataError("logllm-csv: each CSV needs its split (pass --train, --test and optionally --val)")
     messages: dict[str, int] = {}
     splits: dict[str, pl.DataFrame] = {}
-    lines = truncated = 0
+    lines = truncated = invalid = 0
+    invalid_examples: list[str] = []
     inputs = []
     for index, (info, split) in enumerate(zip(infos, o.csv_splits)):
         path = info.path
+        # One read: hashed for the manifest, invalid UTF-8 replaced (U+FFFD) and counted per line the
+        # way the raw-log readers do (Loghub-derived CSVs can hold latin-1 bytes).
+        data = Path(path).read_bytes()
+        sha256 = hashlib.sha256(data).hexdigest()
+        data, bad_lines = fix_utf8(data, 1)
+        if bad_lines:
+            invalid += len(bad_lines)
+            invalid_examples += [f"{path}:{n}" for n in bad_lines[: max(MAX_EXAMPLES - len(invalid_examples), 0)]]
+            log.warning("%s: %d line(s) with invalid UTF-8 decoded with replacement (first: line %d)",
+                        path, len(bad_lines), bad_lines[0])
         try:
-            df = pl.read_csv(path, infer_schema=False, encoding="utf8-lossy")
+            df = pl.read_csv(data, infer_schema=False, encoding="utf8-lossy")
         except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as err:
             raise DataError(f"{path}: not a readable CSV ({err})") from err
         for col in ("Content", "Label"):
@@ -89,12 +93,13 @@ def import_csv(o: PrepareOptions) -> tuple[dict[str, pl.DataFrame], list[str], l
             raise DataError(f"logllm-csv: split {split!r} given twice")
         splits[split] = seqs
         lines += len(flat)
-        inputs.append({"path": path, "bytes": info.bytes, "sha256": _sha256(path), "lines": len(df) + 1})
+        inputs.append({"path": path, "bytes": info.bytes, "sha256": sha256, "lines": len(df) + 1})
         log.info("%s: %d sequences (%s), %d messages", path, len(seqs), split, len(flat))
     all_ids = pl.concat([s["sequence_id"] for s in splits.values()])
     if all_ids.is_duplicated().any():
         dup = all_ids.filter(all_ids.is_duplicated())[0]
         raise DataError(f"logllm-csv: sequence id {dup!r} appears more than once across the CSVs")
     counts = {"lines": lines, "unparsed_lines": 0, "skipped_lines": 0, "unparsed_examples": [],
-              "truncated_lines": truncated, "invalid_utf8_lines": 0}
+              "truncated_lines": truncated, "invalid_utf8_lines": invalid,
+              "invalid_utf8_lines_examples": invalid_examples}
     return splits, list(messages), inputs, counts

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from numpy.lib.stride_tricks import sliding_window_view
 
 from logllm import __version__
 from logllm.data.dataset import write_prepared
@@ -121,9 +122,21 @@ class _Counts:
     invalid_examples: list[str] = field(default_factory=list)
 
 
-def _find_all(pattern: str, data: bytes) -> pl.Series:
-    """Every match of ``pattern`` in ``data`` in order, by Python's bytes regex (a literal-prefix search)."""
-    return pl.Series("sid", re.findall(pattern.encode(), data), dtype=pl.Binary).cast(pl.String)
+_MAX_SESSION_ID_BYTES = 256  # longer session ids take the per-line path
+
+
+def _fixed_rows(arr: np.ndarray, start: np.ndarray, width: int) -> np.ndarray:
+    """``arr[start[i]:start[i] + width]`` as the rows of a matrix (numpy gathers whole rows through a
+    strided view; zero-padded past the end of ``arr``)."""
+    if len(start) and int(start.max()) + width > len(arr):
+        arr = np.concatenate([arr, np.zeros(width, dtype=np.uint8)])
+    return sliding_window_view(arr, width)[start]
+
+
+def _binary_rows(rows: np.ndarray, length: np.ndarray) -> pl.Series:
+    """Row i of ``rows`` cut to ``length[i]`` bytes, as a Binary Series (in polars, no per-item Python)."""
+    binary = pl.Series("b", rows).cast(pl.List(pl.UInt8)).cast(pl.Binary)
+    return binary.to_frame().select(pl.col("b").bin.head(pl.lit(pl.Series(length)))).to_series()
 
 
 class _Preparer:
@@ -167,9 +180,6 @@ class _Preparer:
         sess = None
         if self.fast:
             normalised = chunk.data.translate(DIGITS_TO_ZERO_BYTES)
-            # Session ids are found by Python's regex (holds the GIL) while polars (releases it)
-            # builds the distinct lines: the two overlap.
-            found = self.pool.submit(_find_all, self.session_rx, chunk.data) if self.session_rx else None
             codes, uniq, first = distinct_lines(normalised, n)
             del normalised
             batch = self.keep_parser.parse(uniq, source=source,
@@ -178,8 +188,8 @@ class _Preparer:
             label = batch.label.fill_null(-1).to_numpy()[codes]
             parsed = batch.parsed.to_numpy()[codes]
             truncated = batch.truncated_rows.to_numpy()[codes] if batch.truncated else None
-            if found is not None:
-                sess = self._fast_sessions(found.result(), uniq, batch.content, codes)
+            if self.session_rx:
+                sess = self._fast_sessions(chunk, uniq, batch.content, codes)
         else:
             lines = lines_series(chunk.data, n)
             batch = self.keep_parser.parse(lines, source=source, first_line=chunk.first_line)
@@ -190,7 +200,11 @@ class _Preparer:
             timestamp = batch.timestamp
             c.bad_timestamps += batch.bad_timestamps
         if self.session_rx and sess is None:
-            ids = batch.content.str.extract_all(self.session_rx).list.unique(maintain_order=True)
+            content = batch.content
+            if self.fast:  # the fast batch holds distinct digit-normalised lines: parse the raw lines
+                content = self.keep_parser.parse(lines_series(chunk.data, n), source=source,
+                                                 first_line=chunk.first_line).content
+            ids = content.str.extract_all(self.session_rx).list.unique(maintain_order=True)
             sess = (pl.DataFrame({"line": np.arange(n, dtype=np.int64), "sid": ids})
                     .explode("sid").drop_nulls("sid"))
         if truncated is not None:
@@ -226,22 +240,67 @@ class _Preparer:
             self.sessions.append(pl.DataFrame({"pos": pos[rows[ok]], "sid": sess["sid"].filter(pl.Series(ok))}))
         self.kept += int(keep.sum())
 
-    def _fast_sessions(self, found: pl.Series, uniq: pl.Series, content: pl.Series,
+    def _fast_sessions(self, chunk: LineChunk, uniq: pl.Series, content: pl.Series,
                        codes: np.ndarray) -> pl.DataFrame | None:
-        """Session ids of a chunk from one regex pass over its raw text (``found``, in order);
-        None -> use the per-line way."""
+        """Session ids of a chunk without a regex pass over its raw text; None -> use the per-line way.
+
+        Digit normalisation keeps every byte offset, so an id sits in a raw line exactly where its
+        match sits in the line's distinct normalised line: the regex runs over the distinct lines only,
+        and numpy copies the id bytes out of the raw chunk at line start + offset in the distinct line.
+        """
         rx = self.session_rx
-        in_line = uniq.str.count_matches(rx).to_numpy()
+        in_line = uniq.str.count_matches(rx).to_numpy().astype(np.int64)
         if not (in_line == content.str.count_matches(rx).to_numpy()).all():
             return None  # a header names a session id: only matches in the content count
         counts = in_line[codes]
         total = int(counts.sum())
         if total == 0:
             return pl.DataFrame({"line": np.zeros(0, dtype=np.int64), "sid": pl.Series([], dtype=pl.String)})
-        ids = found
-        if len(ids) != total:
+        # Matches in the distinct lines (Python's bytes regex over their join; few of them).
+        blob = uniq.str.join("\n").item().encode()
+        ulen = uniq.str.len_bytes().to_numpy().astype(np.int64)
+        ustart = np.zeros(len(ulen), dtype=np.int64)
+        np.cumsum(ulen[:-1] + 1, out=ustart[1:])
+        spans = np.array([m.span() for m in re.finditer(rx.encode(), blob)], dtype=np.int64).reshape(-1, 2)
+        k = np.searchsorted(ustart, spans[:, 0], side="right") - 1
+        if (len(spans) != int(in_line.sum()) or (np.bincount(k, minlength=len(uniq)) != in_line).any()
+                or (spans[:, 1] > ustart[k] + ulen[k]).any()):
+            return None  # the bytes regex and polars' disagree (e.g. non-ASCII digits)
+        found = uniq.str.extract_all(rx).explode().drop_nulls()
+        if found.to_list() != [blob[a:b].decode() for a, b in spans.tolist()]:
+            return None  # same counts, other texts (a non-ASCII digit next to an ASCII one)
+        rel, mlen = spans[:, 0] - ustart[k], spans[:, 1] - spans[:, 0]
+        if int(mlen.max()) > _MAX_SESSION_ID_BYTES:
             return None
+        # Match j of raw line i is match ptr[codes[i]] + j of the distinct lines.
         line = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+        ptr = np.zeros(len(in_line) + 1, dtype=np.int64)
+        np.cumsum(in_line, out=ptr[1:])
+        ends = np.cumsum(counts)
+        m = ptr[codes[line]] + (np.arange(total, dtype=np.int64) - np.repeat(ends - counts, counts))
+        # Each raw line has the length of its distinct line (so the offsets carry over; a line end
+        # "\r\n" counts as "\n"), and each id starts with its match's first bytes.
+        arr = np.frombuffer(chunk.data, dtype=np.uint8)
+        starts = chunk.line_starts()
+        raw_len = np.empty(len(starts), dtype=np.int64)
+        raw_len[:-1] = starts[1:] - 1 - starts[:-1]
+        raw_len[-1:] = len(arr) - 1 - starts[-1:]
+        want = ulen[codes]
+        if not (raw_len == want).all():
+            cr = raw_len == want + 1
+            cr[cr] = arr[starts[cr] + want[cr]] == 13
+            if not ((raw_len == want) | cr).all():
+                return None
+        width = int(mlen.max())
+        rows = _fixed_rows(arr, starts[line] + rel[m], width)
+        # Spot check: each id starts with its match's first bytes (session ids start with a literal).
+        head = min(4, int(mlen.min()))
+        expect = _fixed_rows(np.frombuffer(blob, dtype=np.uint8), spans[:, 0], width)[:, :head]
+        if not np.array_equal(rows[:, :head], expect[m]):
+            return None
+        # The ids are ASCII: the regex is bytes-only and its matches are ASCII in the distinct lines,
+        # and digit normalisation changes digits only.
+        ids = _binary_rows(rows, mlen[m]).cast(pl.String).rename("sid")
         sess = pl.DataFrame({"line": line, "sid": ids})
         multi = counts[line] >= 2
         if multi.any():  # a line naming the same id twice joins that session once
@@ -256,8 +315,13 @@ class _Preparer:
         o = self.o
         kwargs = {"chunk_bytes": self.chunk_bytes} if self.chunk_bytes else {}
         self.reader = LineReader(o.inputs, o.start_line, o.end_line, **kwargs)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare") as self.pool:
-            return self._run()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare") as pool:
+            # Library versions for the manifest (importlib.metadata reads files) are looked up while
+            # the main thread is in native code.
+            self.versions = pool.submit(library_versions)
+            splits = self._run()
+            self.versions = self.versions.result()
+            return splits
 
     def _run(self) -> tuple[dict[str, pl.DataFrame], dict]:
         o = self.o
@@ -398,7 +462,8 @@ def prepare(options: PrepareOptions, out: str | Path, *, chunk_bytes: int | None
         log.warning("%d of %d lines do not match the format %r (%s); first: %s", c.unparsed, c.lines,
                     p.fmt.text, o.on_unparsed, ", ".join(c.unparsed_examples))
     messages, splits = _drop_unused_messages(p.messages.texts, splits)
-    manifest = _manifest(o, splits, len(messages), [i.to_dict() for i in p.reader.inputs], counts, extra)
+    manifest = _manifest(o, splits, len(messages), [i.to_dict() for i in p.reader.inputs], counts, extra,
+                         p.versions)
     write_prepared(out, messages, splits, manifest)
     result = PrepareResult(Path(out), manifest, time.perf_counter() - t0)
     log.info("prepared %s in %.2f s: %d lines, %d messages", o.family, result.seconds, c.lines, len(messages))
@@ -422,7 +487,7 @@ def _drop_unused_messages(texts: list[str], splits: dict[str, pl.DataFrame]) -> 
 
 
 def _manifest(o: PrepareOptions, splits: dict[str, pl.DataFrame], n_messages: int, inputs: list[dict],
-              counts: dict, extra: dict) -> dict:
+              counts: dict, extra: dict, versions: dict | None = None) -> dict:
     split_info = {}
     for name in SPLIT_ORDER:
         if name in splits:
@@ -444,6 +509,6 @@ def _manifest(o: PrepareOptions, splits: dict[str, pl.DataFrame], n_messages: in
         "seed": o.seed,
         "inputs": inputs,
         "version": __version__,
-        "versions": library_versions(),
+        "versions": versions if versions is not None else library_versions(),
         **extra,
     }

@@ -186,6 +186,10 @@ class Trainer:
         cfg = self.config
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        if not self.progress:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()  # its per-checkpoint "Writing model shards" bars
         self.data = PreparedData(self.data_dir)
         self.texts = self.data.messages
         train = self.data.sequences("train")
