@@ -89,3 +89,25 @@ def test_distinct_lines_restores_log_order() -> None:
     assert [distinct[int(c)] for c in codes] == lines
     assert distinct.to_list() == list(dict.fromkeys(lines))  # first-appearance order
     assert [lines.index(t) for t in distinct.to_list()] == first.tolist()
+
+
+@pytest.mark.parametrize("kw", [{}, {"chunk_bytes": 7}, {"start_line": 3, "end_line": 8}])
+def test_chunk_line_starts_point_at_each_line(tmp_path: Path, kw: dict) -> None:
+    """``LineChunk.line_starts()`` (from the newline offsets the reader keeps, also after a line range
+    cut or a UTF-8 repair) gives the first byte of every line of ``data``."""
+    import numpy as np
+
+    from logllm.data.readers import newline_offsets
+
+    log = tmp_path / "a.log"
+    log.write_bytes(b"".join(b"line %d \xe9\n" % i if i == 5 else b"line %d\n" % i for i in range(1, 12)))
+    seen = []
+    for chunk in LineReader([str(log)], **kw):
+        lines = chunk.data.split(b"\n")[:-1]
+        assert chunk.line_starts().tolist() == np.cumsum([0] + [len(x) + 1 for x in lines[:-1]]).tolist()
+        seen += [(chunk.first_line + i, chunk.data[s:].split(b"\n", 1)[0]) for i, s in enumerate(chunk.line_starts())]
+    first, last = kw.get("start_line", 1), kw.get("end_line", 11)
+    assert [n for n, _ in seen] == list(range(first, last + 1))
+    assert all(text.startswith(b"line %d" % n) for n, text in seen)
+    data = b"a\n" * 3000
+    assert newline_offsets(data, block=1000).tolist() == [i for i, c in enumerate(data) if c == 10]

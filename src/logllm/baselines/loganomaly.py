@@ -16,8 +16,11 @@ Deviations: template vectors are the mean of the semantic message vectors the ha
 instead of the paper's template2vec (word vectors trained with synonym/antonym constraints). The
 quantitative input at step i is the count vector of the window's first i templates (a cumulative
 count sequence), one reading of the paper's per-window counting vectors. LSTM size, window and g
-follow DeepLog's HDFS settings (2 layers, 64 units, h=10, g=9). Training shares DeepLog's
-deduplicated, count-weighted windows (see ``deeplog``).
+follow DeepLog's HDFS settings (2 layers, 64 units, h=10, g=9). Everything else is shared with
+``deeplog``: deduplicated, count-weighted windows, the end-of-sequence key (``end_key``), and g
+chosen on a labelled validation split when the harness hands one (``threshold="auto"``).
+``min_similarity`` (default 0, the paper's behaviour) lets a new template that resembles no known
+one stay a miss instead of being absorbed by its nearest neighbour.
 """
 
 from __future__ import annotations

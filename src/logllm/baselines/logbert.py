@@ -12,8 +12,10 @@ more than a share ``r`` of its masked keys are.
 
 Hyperparameters: mask ratio 0.5, g=6 and alpha=0.1 follow the authors' HDFS setting as we read it;
 the model is scaled down for a CPU (2 layers, width 64, 4 heads, feed-forward 256 instead of
-4 layers, width 256) and trained for a fixed number of Adam steps (lr 1e-3, batch 32) on sequences
-drawn in proportion to their frequency (distinct sequences are stored once, with counts). For a
+4 layers, width 256) and trained for 1000 Adam steps (lr 1e-3, batch 32) on sequences drawn in
+proportion to their frequency (distinct sequences are stored once, with counts); the hypersphere
+centre is recomputed every tenth of training. As in ``deeplog``, an end-of-sequence key is appended
+(``end_key=True``, not in the paper) so that a session that stops early leaves a visible gap. For a
 deterministic score every key is masked exactly once: positions are dealt to ``round(1/ratio)``
 masking rounds by a seeded permutation. Score = share of keys judged anomalous; r is chosen by F1 on
 the validation split when the harness hands one with labels, else it is the 0.99 quantile of the

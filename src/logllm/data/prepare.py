@@ -25,7 +25,7 @@ import polars as pl
 from numpy.lib.stride_tricks import sliding_window_view
 
 from logllm import __version__
-from logllm.data.dataset import write_prepared
+from logllm.data.dataset import MESSAGE_SCHEMA, write_prepared
 from logllm.data.labels import read_labels
 from logllm.data.masking import DIGITS_TO_ZERO_BYTES, mask_series
 from logllm.data.options import HDFS_SESSION_REGEX, WINDOWED_FAMILIES, PrepareOptions, parse_duration
@@ -202,6 +202,8 @@ class _Preparer:
         if self.session_rx and sess is None:
             content = batch.content
             if self.fast:  # the fast batch holds distinct digit-normalised lines: parse the raw lines
+                log.debug("%s:%d: session ids by the per-line regex for this chunk (offsets not usable)",
+                          source, chunk.first_line)
                 content = self.keep_parser.parse(lines_series(chunk.data, n), source=source,
                                                  first_line=chunk.first_line).content
             ids = content.str.extract_all(self.session_rx).list.unique(maintain_order=True)
@@ -293,10 +295,8 @@ class _Preparer:
                 return None
         width = int(mlen.max())
         rows = _fixed_rows(arr, starts[line] + rel[m], width)
-        # Spot check: each id starts with its match's first bytes (session ids start with a literal).
-        head = min(4, int(mlen.min()))
-        expect = _fixed_rows(np.frombuffer(blob, dtype=np.uint8), spans[:, 0], width)[:, :head]
-        if not np.array_equal(rows[:, :head], expect[m]):
+        # Spot check: each id starts with its match's first byte.
+        if not (rows[:, 0] == np.frombuffer(blob, dtype=np.uint8)[spans[:, 0]][m]).all():
             return None
         # The ids are ASCII: the regex is bytes-only and its matches are ASCII in the distinct lines,
         # and digit normalisation changes digits only.
@@ -470,20 +470,25 @@ def prepare(options: PrepareOptions, out: str | Path, *, chunk_bytes: int | None
     return result
 
 
-def _drop_unused_messages(texts: list[str], splits: dict[str, pl.DataFrame]) -> tuple[list[str], dict[str, pl.DataFrame]]:
-    """Keep only messages that some sequence uses (skipped lines and lines outside every session
-    have ids too), renumbered in order of first appearance."""
-    used = np.zeros(len(texts), dtype=bool)
+def _drop_unused_messages(texts: list[str], splits: dict[str, pl.DataFrame]) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
+    """The messages table (:data:`~logllm.data.dataset.MESSAGE_SCHEMA`: id, text, count over all splits)
+    of the messages some sequence uses (skipped lines and lines outside every session have ids too),
+    renumbered in order of first appearance; and the splits with the new ids."""
+    counts = np.zeros(len(texts), dtype=np.uint64)
     for df in splits.values():
-        used[df["message_ids"].explode().drop_nulls().to_numpy()] = True
-    if used.all():
-        return texts, splits
-    old = np.flatnonzero(used)
-    mapping_old = pl.Series(old, dtype=pl.UInt32)
-    mapping_new = pl.Series(np.arange(len(old)), dtype=pl.UInt32)
-    splits = {k: df.with_columns(pl.col("message_ids").list.eval(
-        pl.element().replace_strict(mapping_old, mapping_new, return_dtype=pl.UInt32))) for k, df in splits.items()}
-    return [texts[i] for i in old], splits
+        ids = df["message_ids"].explode().drop_nulls().to_numpy()
+        counts += np.bincount(ids, minlength=len(texts)).astype(np.uint64)
+    used = counts > 0
+    if not used.all():
+        old = np.flatnonzero(used)
+        mapping_old = pl.Series(old, dtype=pl.UInt32)
+        mapping_new = pl.Series(np.arange(len(old)), dtype=pl.UInt32)
+        splits = {k: df.with_columns(pl.col("message_ids").list.eval(
+            pl.element().replace_strict(mapping_old, mapping_new, return_dtype=pl.UInt32))) for k, df in splits.items()}
+        texts, counts = [texts[i] for i in old], counts[old]
+    messages = pl.DataFrame({"message_id": np.arange(len(texts), dtype=np.uint32), "text": texts, "count": counts},
+                            schema=MESSAGE_SCHEMA)
+    return messages, splits
 
 
 def _manifest(o: PrepareOptions, splits: dict[str, pl.DataFrame], n_messages: int, inputs: list[dict],
