@@ -139,3 +139,34 @@ def test_cli_bench(tiny_prepared: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert "unknown method 'nosuch'" in capsys.readouterr().err
     assert main(["bench", "--data", str(tiny_prepared), "--set", "oops"]) == 2
     assert main(["bench", "--data", str(tmp_path / "missing"), "--methods", "knn"]) == 2
+
+
+def test_a_logllm_run_folder_joins_the_table(tiny_prepared: Path, tmp_path: Path) -> None:
+    """The extension point: a run folder (tiny random LogLLM saved in code) becomes the `logllm` row."""
+    import json
+
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    from logllm.model import LogLLM, ModelConfig
+
+    words = ("below is a sequence of system log messages : . is this normal or anomalous ? the open file "
+             "< * > read bytes close disk failure on retry").split()
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *dict.fromkeys(words)]
+    enc_dir = tmp_path / "encoder"
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=64)).save_pretrained(str(enc_dir))
+    BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True).save_pretrained(str(enc_dir))
+    model = LogLLM.build(ModelConfig(encoder=str(enc_dir), decoder="tiny-llama", decoder_layers=1,
+                                     decoder_width=32, decoder_heads=2, device="cpu"), seed=0)
+    run = tmp_path / "run"
+    model.save_pretrained(run / "model")
+    (run / "threshold.json").write_text(json.dumps({"threshold": 0.0}))  # everything anomalous
+    (run / "train_log.jsonl").write_text(json.dumps({"stage": "1", "step": 1, "elapsed": 12.5}) + "\n")
+
+    table = run_bench(tiny_prepared, "knn", seeds=[0], logllm_runs=[run], vector_fn=fake_vectors)
+    row = table.filter(pl.col("method") == "logllm").row(0, named=True)
+    assert row["train_s"] == pytest.approx(12.5)  # taken from the run, not re-trained
+    assert row["recall_mean"] == pytest.approx(1.0)
+    assert row["precision_mean"] == pytest.approx(0.25)  # a quarter of tiny_prepared's test set is anomalous

@@ -6,7 +6,8 @@ embedded by a trainable table (the paper's logkey2vec), parallel 1-D convolution
 slide over the sequence, max-over-time pooling keeps each filter's strongest response, and a
 dropout + fully connected softmax layer classifies the session. Supervised, cross-entropy.
 
-Defaults: embedding width 128, kernel widths 3, 4 and 5 with 128 filters each, ReLU, dropout 0.5,
+Defaults (the usual text-CNN sizes; the paper's exact widths are not claimed here): embedding
+width 128, kernel widths 3, 4 and 5 with 128 filters each, ReLU, dropout 0.5,
 Adam lr 1e-3, batch 64, 20 epochs over the distinct (sequence, label) pairs, threshold from the
 validation split (see `_common.TorchClassifier`). The paper pads
 sessions to a fixed length; here the pooling ignores padded positions instead, so a sequence's

@@ -178,20 +178,26 @@ class RunFolderMethod(Method):
     paper: ClassVar[str] = "Guan et al., arXiv 2411.08561 (LogLLM)"
 
     def fit(self, train: MethodInput, val: MethodInput | None = None) -> None:
-        from logllm.model import LogLLM  # type: ignore[attr-defined]
+        from logllm.model import LogLLM
 
         run = self.params.get("run")
         if not run:
             raise ConfigError("logllm: give the trained run folder with --logllm-run DIR")
         self.model = LogLLM.from_pretrained(run)
         self.trained_seconds = _run_train_seconds(Path(str(run)))
+        if self.model.threshold is None:
+            log.warning("logllm: %s has no threshold.json; deciding at probability 0.5", run)
 
     def score(self, data: MethodInput) -> np.ndarray:
-        texts = data.resources.message_texts
-        return np.asarray(self.model.score([[texts[m] for m in seq] for seq in data.messages]), dtype=np.float64)
+        from logllm.baselines._common import distinct
+
+        d, _ = distinct(data.messages)  # each distinct sequence scored once
+        scores = self.model.score(data.resources.message_texts, [s.tolist() for s in d.seqs])
+        return np.asarray(scores, dtype=np.float64)[d.inverse]
 
     def predict(self, data: MethodInput) -> np.ndarray:
-        return self.score(data) > float(self.model.threshold)
+        threshold = 0.5 if self.model.threshold is None else float(self.model.threshold)
+        return self.score(data) > threshold
 
 
 def _run_train_seconds(run: Path) -> float | None:

@@ -6,8 +6,8 @@ MiniLM, computed once per distinct message), sinusoidal positional encodings are
 transformer encoder block (multi-head self-attention + feed-forward) reads the sequence, the
 outputs are averaged over real positions, and dropout + a linear softmax layer classifies it.
 
-Defaults follow the paper's released configuration where it fits: one encoder block, 12 heads,
-feed-forward width 2048, dropout 0.1; Adam lr 3e-4, batch 64. Message vectors are z-scored per
+Defaults: one encoder block, 12 heads, feed-forward width 2048, dropout 0.1 (NeuralLog's setting
+for BERT-width vectors, here over 384-wide MiniLM vectors); Adam lr 3e-4, batch 64. Message vectors are z-scored per
 dimension. Training runs 5 epochs over the distinct (sequence, label) pairs (the CPU budget of the
 bench; the paper trains longer on a GPU), with the threshold chosen on the validation split (see
 `_common.TorchClassifier`).

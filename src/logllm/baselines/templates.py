@@ -43,12 +43,12 @@ UNKNOWN = "<unknown>"
 
 @dataclass(frozen=True)
 class DrainConfig:
-    """Drain settings (drain3's defaults, which the Drain paper's HDFS/BGL settings are close to)."""
+    """Drain settings (drain3's defaults)."""
 
     depth: int = 4
     """Depth of the parse tree (drain3 counts the root and the leaf: 4 = two token levels)."""
     sim_th: float = 0.4
-    """Share of equal tokens needed to join a cluster (Drain paper: 0.4-0.5 on HDFS/BGL)."""
+    """Share of equal tokens needed to join a cluster."""
     max_children: int = 100
     """Children per tree node before tokens fall into the wildcard branch."""
     max_clusters: int | None = None
