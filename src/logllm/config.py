@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from logllm.errors import ConfigError
-from logllm.model.config import PRESETS as MODEL_PRESETS
 from logllm.model.config import ModelConfig
+from logllm.model.config import preset as preset_model
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -201,15 +201,13 @@ def _small_stages() -> list[StageConfig]:
 def preset(name: str) -> TrainConfig:
     """The named preset: ``small`` (CPU, minutes) or ``paper`` (the paper's setting, needs a CUDA GPU)."""
     if name == "small":
-        # The decoder: MiniLM as a causal decoder beat the from-scratch tiny Llama on HDFS_2pct at the
-        # same number of steps (docs/model.md, "Choosing the small decoder").
         return TrainConfig(
-            model=MODEL_PRESETS["small"].replace(decoder="minilm-causal"), stages=_small_stages(), preset="small",
+            model=preset_model("small"), stages=_small_stages(), preset="small",
             micro_batch=16, grad_accum=1, checkpoint_every=100,
         )
     if name == "paper":
         return TrainConfig(
-            model=copy.deepcopy(MODEL_PRESETS["paper"]), stages=paper_stages(), preset="paper",
+            model=preset_model("paper"), stages=paper_stages(), preset="paper",
             micro_batch=4, grad_accum=4, checkpoint_every=500,
         )
     raise ConfigError(f"--preset {name!r} is not a preset; use one of ['small', 'paper']")

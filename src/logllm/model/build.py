@@ -6,8 +6,10 @@ only when 4-bit loading is asked for, so the package imports on machines without
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -109,6 +111,19 @@ def _log_loading(what: str, path: str, info: dict[str, Any], model: torch.nn.Mod
         log.info("%s from %s: %d checkpoint tensors unused: %s", what, path, len(unexpected), ", ".join(unexpected))
 
 
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Hold back transformers' own loading report: `_log_loading` logs the same facts, once, as counts."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
 def _load_kwargs(config: ModelConfig, device: torch.device) -> dict[str, Any]:
     if config.quantize_4bit:
         check_4bit_available()
@@ -133,7 +148,8 @@ def build_encoder(config: ModelConfig, device: torch.device, weights: str | Path
     path = str(weights) if weights is not None else resolve(config.encoder)
     kwargs = _load_kwargs(config, device)
     try:
-        model, info = AutoModel.from_pretrained(path, output_loading_info=True, **kwargs)
+        with _quiet_transformers():
+            model, info = AutoModel.from_pretrained(path, output_loading_info=True, **kwargs)
     except OSError as err:
         raise ConfigError(f"model.encoder = {config.encoder!r}: cannot load it from {path}: {err}") from err
     _log_loading("encoder", path, info, model)
@@ -201,7 +217,8 @@ def build_decoder(config: ModelConfig, device: torch.device, encoder_tokenizer: 
         cfg.is_decoder = True
         cfg.tie_word_embeddings = True
     kwargs = _load_kwargs(config, device)
-    model, info = AutoModelForCausalLM.from_pretrained(path, config=cfg, output_loading_info=True, **kwargs)
+    with _quiet_transformers():
+        model, info = AutoModelForCausalLM.from_pretrained(path, config=cfg, output_loading_info=True, **kwargs)
     _log_loading("decoder", path, info, model)
     if config.quantize_4bit:
         from peft import prepare_model_for_kbit_training
