@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from logllm.errors import ConfigError
-from logllm.explain import ScoreCache, leave_one_out, log_odds_fn, top_k
+from logllm.explain import LeaveOut, ScoreCache, leave_one_out, log_odds_fn, top_k
 from logllm.follow import RawLine
 
 log = logging.getLogger(__name__)
@@ -434,7 +434,8 @@ class Detector:
     Use `from_run` to build one from a run folder with the run's own preprocessing and threshold.
 
     top_k: explanation lines per explained sequence; explain: which sequences get them
-    (``flagged``, ``all``, ``none``); batch_size: sequences per model call (speed only);
+    (``flagged``, ``all``, ``none``); explain_by: leave out every line of a masked text at once
+    (``text``) or single lines (``position``), see `logllm.explain`; batch_size: sequences per model call (speed only);
     max_open_sessions / max_session_lines: memory bounds of session sequencing;
     wall_clock_timeout: also close idle sessions by wall-clock time (follow mode);
     max_cached_texts: distinct messages kept in the model's vector cache before it restarts.
@@ -449,6 +450,7 @@ class Detector:
         *,
         top_k: int = 5,
         explain: ExplainWhich = "flagged",
+        explain_by: LeaveOut = "text",
         batch_size: int = 64,
         max_open_sessions: int = 100_000,
         max_session_lines: int = 10_000,
@@ -463,6 +465,7 @@ class Detector:
         self.threshold = float(threshold)
         self.top_k = top_k
         self.explain_which = explain
+        self.explain_by = explain_by
         self.batch_size = batch_size
         self.wall_clock_timeout = wall_clock_timeout
         self.sequencer = policy.build(max_open_sessions, max_session_lines)
@@ -599,7 +602,7 @@ class Detector:
             chosen = []
         contributions = {}
         if chosen and self.top_k > 0:
-            loo = leave_one_out(self.explain_cache, [seqs[i].messages for i in chosen])
+            loo = leave_one_out(self.explain_cache, [seqs[i].messages for i in chosen], by=self.explain_by)
             contributions = dict(zip(chosen, loo))
         out = []
         for i, seq in enumerate(seqs):
@@ -625,7 +628,7 @@ class Detector:
         """Leave-one-out contributions of a sequence's messages as ``(index, probability drop)``,
         largest first (ranked by the drop in log-odds); all of them, or the top ``k``."""
         messages = sequence.messages if isinstance(sequence, StreamSequence) else list(sequence)
-        contrib = leave_one_out(self.explain_cache, [messages])[0]
+        contrib = leave_one_out(self.explain_cache, [messages], by=self.explain_by)[0]
         return top_k(contrib, len(messages) if k is None else k)
 
 

@@ -1,9 +1,11 @@
 """Line-level explanations: how much each message contributes to a sequence's anomaly score.
 
-A message's contribution is the drop in the anomaly score when that one message is left out of the
-sequence (leave-one-out): ``contribution[i] = score(seq) - score(seq without message i)``. A large
-positive value means the message pushed the sequence towards "anomalous"; a negative one, that it
-made the sequence look more normal.
+A message's contribution is the drop in the anomaly score when that message is left out of the
+sequence: ``contribution[i] = score(seq) - score(seq without message i)``. By default "that
+message" is its masked text, every occurrence of it left out at once (a burst of identical alert
+lines explains a window together; leaving out one of them changes little); ``by="position"`` leaves
+out single lines. A large positive value means the message pushed the sequence towards "anomalous";
+a negative one, that it made the sequence look more normal.
 
 Where the work is, and how it is saved:
 
@@ -23,7 +25,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -37,6 +39,7 @@ class Scorer(Protocol):
         ...
 
 
+LeaveOut = Literal["text", "position"]
 ScoreFn = Callable[[Sequence[str], Sequence[Sequence[int]], int], np.ndarray]
 
 
@@ -153,25 +156,37 @@ class Contributions:
     log_odds: np.ndarray
 
 
-def leave_one_out(cache: ScoreCache, sequences: Sequence[Sequence[str]]) -> list[Contributions]:
+def leave_one_out(cache: ScoreCache, sequences: Sequence[Sequence[str]],
+                  by: LeaveOut = "text") -> list[Contributions]:
     """Contribution of every message of every sequence, all variants scored together.
 
-    ``cache`` must hold log-odds (`log_odds_fn`). A one-message sequence is compared with the
-    empty sequence (the prompt without messages).
+    ``by="text"`` (default) leaves out every occurrence of a message's masked text at once and credits
+    the drop to each of its lines: anomalous windows often hold a burst of identical alert lines, and
+    leaving out only one of them barely moves the score while the others remain. ``by="position"``
+    leaves out one line at a time. ``cache`` must hold log-odds (`log_odds_fn`). A sequence left
+    with no message is compared with the empty sequence (the prompt without messages).
     """
+    if by not in ("text", "position"):
+        raise ValueError(f"by={by!r}: use 'text' or 'position'")
     base = cache.score_texts(sequences) if sequences else np.zeros(0)
     variants: list[tuple[str, ...]] = []
-    spans = []
+    spans: list[tuple[int, list[int]]] = []  # (first variant, variant index of each position)
     for seq in sequences:
         seq = tuple(seq)
-        spans.append((len(variants), len(seq)))
-        variants.extend(seq[:i] + seq[i + 1 :] for i in range(len(seq)))
+        if by == "text":
+            distinct = list(dict.fromkeys(seq))
+            slot = {t: j for j, t in enumerate(distinct)}
+            spans.append((len(variants), [slot[t] for t in seq]))
+            variants.extend(tuple(t for t in seq if t != d) for d in distinct)
+        else:
+            spans.append((len(variants), list(range(len(seq)))))
+            variants.extend(seq[:i] + seq[i + 1 :] for i in range(len(seq)))
     scores = cache.score_texts(variants) if variants else np.zeros(0)
     out = []
-    for (start, n), b in zip(spans, base):
-        v = scores[start : start + n]
+    for (start, slots), b in zip(spans, base):
+        v = scores[start + np.asarray(slots, dtype=np.int64)] if slots else np.zeros(0)
         out.append(Contributions(probability=sigmoid(b) - sigmoid(v), log_odds=b - v))
-    log.debug("explained %d sequences with %d variants", len(sequences), len(variants))
+    log.debug("explained %d sequences with %d variants (leaving out by %s)", len(sequences), len(variants), by)
     return out
 
 

@@ -145,7 +145,7 @@ def test_malformed_input_is_counted_and_the_stream_goes_on(make_detector):
 def test_leave_one_out_matches_brute_force_and_dedups(fake_model):
     cache = ScoreCache(log_odds_fn(fake_model))
     seq = ["a", "a", "disk failure", "b", "a"]
-    [contrib] = leave_one_out(cache, [seq])
+    [contrib] = leave_one_out(cache, [seq], by="position")
     table = sorted(set(seq))
     ids = [table.index(t) for t in seq]
     full = fake_model.score(table, [ids])[0]
@@ -154,7 +154,7 @@ def test_leave_one_out_matches_brute_force_and_dedups(fake_model):
     assert int(np.argmax(contrib.log_odds)) == 2
     # 1 base + 4 distinct variants (leaving out either of the first two "a" gives the same sequence).
     assert cache.stats["scored"] == 5
-    leave_one_out(cache, [seq])
+    leave_one_out(cache, [seq], by="position")
     assert cache.stats["scored"] == 5  # all from the cache the second time
 
 
@@ -186,9 +186,27 @@ def test_ranking_survives_saturated_probabilities():
     model = Saturated()
     seq = ["ok"] * 5 + ["disk failure"] + ["ok"] * 5 + ["disk failure"]
     assert ScoreCache(model).score_texts([seq])[0] == 1.0
-    [c] = leave_one_out(ScoreCache(log_odds_fn(model)), [seq])
+    [c] = leave_one_out(ScoreCache(log_odds_fn(model)), [seq], by="position")
     assert [i for i, _ in top_k(c, 2)] == [5, 11]
     np.testing.assert_allclose(c.log_odds, [1.0] * 5 + [30.0] + [1.0] * 5 + [30.0])
+
+
+def test_leaving_out_a_text_credits_a_burst_of_identical_alerts(fake_model):
+    """Two identical alert lines: leaving out one leaves the other, so single-line leave-one-out ranks
+    them no higher than normal lines; leaving out the text ranks both first, with the same drop."""
+    def log_odds(texts, seqs, batch_size):  # anomalous iff any alert is present; normal lines add a little
+        return np.array([30.0 * any(texts[i] == "disk failure" for i in s) + 0.1 * len(s) for s in seqs])
+
+    seq = ["ok", "ok", "disk failure", "ok", "disk failure", "ok"]
+    by_pos = leave_one_out(ScoreCache(log_odds), [seq], by="position")[0]
+    np.testing.assert_allclose(by_pos.log_odds, [0.1] * 6)
+    cache = ScoreCache(log_odds)
+    by_text = leave_one_out(cache, [seq])[0]
+    np.testing.assert_allclose(by_text.log_odds, [0.4, 0.4, 30.2, 0.4, 30.2, 0.4])
+    assert [i for i, _ in top_k(by_text, 2)] == [2, 4]
+    assert cache.stats["scored"] == 3  # the sequence and one variant per distinct text
+    with pytest.raises(ValueError, match="by='line'"):
+        leave_one_out(cache, [seq], by="line")  # type: ignore[arg-type]
 
 
 def test_detector_explain_api(make_detector):

@@ -30,7 +30,10 @@ def register(subparsers) -> None:
                      help="decision threshold on P(anomalous) (default: the run's threshold.json)")
     out.add_argument("--top-k", type=int, default=3, help="explanation lines per sequence (0: none)")
     out.add_argument("--explain", choices=["flagged", "all", "none"], default="flagged",
-                     help="which sequences get explanations (each costs one scoring per line)")
+                     help="which sequences get explanations (each costs one scoring per distinct message)")
+    out.add_argument("--explain-by", choices=["text", "position"], default="text",
+                     help="leave out every line of a masked message at once (text, default) or one line "
+                          "at a time (position)")
     out.add_argument("--batch-size", type=int, default=64, help="sequences per model call (speed only)")
     rd = p.add_argument_group("reading")
     rd.add_argument("--follow", "-f", action="store_true",
@@ -99,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         timeout = 300.0
     detector = Detector.from_run(
         args.run, threshold=args.threshold, overrides=overrides, session_timeout=timeout,
-        top_k=args.top_k, explain=args.explain, batch_size=args.batch_size,
+        top_k=args.top_k, explain=args.explain, explain_by=args.explain_by, batch_size=args.batch_size,
         max_open_sessions=args.max_open_sessions, wall_clock_timeout=args.follow,
     )
     stop = threading.Event()
