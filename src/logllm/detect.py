@@ -434,8 +434,8 @@ class Detector:
     Use `from_run` to build one from a run folder with the run's own preprocessing and threshold.
 
     top_k: explanation lines per explained sequence; explain: which sequences get them
-    (``flagged``, ``all``, ``none``); explain_by: leave out every line of a masked text at once
-    (``text``) or single lines (``position``), see `logllm.explain`; batch_size: sequences per model call (speed only);
+    (``flagged``, ``all``, ``none``); explain_by: leave out single lines (``position``) or every
+    line of a masked text at once (``text``), see `logllm.explain`; batch_size: sequences per model call (speed only);
     max_open_sessions / max_session_lines: memory bounds of session sequencing;
     wall_clock_timeout: also close idle sessions by wall-clock time (follow mode);
     max_cached_texts: distinct messages kept in the model's vector cache before it restarts.
@@ -450,7 +450,7 @@ class Detector:
         *,
         top_k: int = 5,
         explain: ExplainWhich = "flagged",
-        explain_by: LeaveOut = "text",
+        explain_by: LeaveOut = "position",
         batch_size: int = 64,
         max_open_sessions: int = 100_000,
         max_session_lines: int = 10_000,

@@ -198,10 +198,10 @@ def test_leaving_out_a_text_credits_a_burst_of_identical_alerts(fake_model):
         return np.array([30.0 * any(texts[i] == "disk failure" for i in s) + 0.1 * len(s) for s in seqs])
 
     seq = ["ok", "ok", "disk failure", "ok", "disk failure", "ok"]
-    by_pos = leave_one_out(ScoreCache(log_odds), [seq], by="position")[0]
+    by_pos = leave_one_out(ScoreCache(log_odds), [seq])[0]
     np.testing.assert_allclose(by_pos.log_odds, [0.1] * 6)
     cache = ScoreCache(log_odds)
-    by_text = leave_one_out(cache, [seq])[0]
+    by_text = leave_one_out(cache, [seq], by="text")[0]
     np.testing.assert_allclose(by_text.log_odds, [0.4, 0.4, 30.2, 0.4, 30.2, 0.4])
     assert [i for i, _ in top_k(by_text, 2)] == [2, 4]
     assert cache.stats["scored"] == 3  # the sequence and one variant per distinct text

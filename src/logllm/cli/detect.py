@@ -30,10 +30,10 @@ def register(subparsers) -> None:
                      help="decision threshold on P(anomalous) (default: the run's threshold.json)")
     out.add_argument("--top-k", type=int, default=3, help="explanation lines per sequence (0: none)")
     out.add_argument("--explain", choices=["flagged", "all", "none"], default="flagged",
-                     help="which sequences get explanations (each costs one scoring per distinct message)")
-    out.add_argument("--explain-by", choices=["text", "position"], default="text",
-                     help="leave out every line of a masked message at once (text, default) or one line "
-                          "at a time (position)")
+                     help="which sequences get explanations (each costs one scoring per line)")
+    out.add_argument("--explain-by", choices=["position", "text"], default="position",
+                     help="leave out one line at a time (position, default) or every line of a masked "
+                          "message at once (text)")
     out.add_argument("--batch-size", type=int, default=64, help="sequences per model call (speed only)")
     rd = p.add_argument_group("reading")
     rd.add_argument("--follow", "-f", action="store_true",
