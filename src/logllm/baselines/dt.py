@@ -15,16 +15,13 @@ from typing import ClassVar
 import numpy as np
 
 from logllm.baselines._common import param
-from logllm.baselines.base import Method, MethodInput, register
-from logllm.baselines.knn import count_vectors
+from logllm.baselines.base import MethodInput, register
+from logllm.baselines.knn import CountClassifier, count_vectors
 
 
 @register
-class DecisionTree(Method):
+class DecisionTree(CountClassifier):
     name: ClassVar[str] = "dt"
-    supervision = "supervised"
-    uses_vectors: ClassVar[bool] = False  # template counts/ids only: the harness skips the encoder
-    paper: ClassVar[str] = "Yu et al., ICSE 2024 (Deep Learning or Classical Machine Learning?)"
 
     def fit(self, train: MethodInput, val: MethodInput | None = None) -> None:
         from sklearn.tree import DecisionTreeClassifier
@@ -32,11 +29,3 @@ class DecisionTree(Method):
         self.model = DecisionTreeClassifier(max_depth=param(self.params, "max_depth", None, int),
                                             random_state=self.seed)
         self.model.fit(count_vectors(train), np.asarray(train.labels, dtype=np.int64))
-
-    def score(self, data: MethodInput) -> np.ndarray:
-        proba = self.model.predict_proba(count_vectors(data))
-        classes = list(self.model.classes_)
-        return proba[:, classes.index(1)].astype(np.float64) if 1 in classes else np.zeros(len(data))
-
-    def predict(self, data: MethodInput) -> np.ndarray:
-        return self.model.predict(count_vectors(data)).astype(bool)

@@ -52,10 +52,10 @@ from logllm.baselines.deeplog import (
 from logllm.baselines.logbert import (
     KeyTransformer,
     Symbols,
+    key_sequences,
     pad_batch,
     quantile_threshold,
     sample_batches,
-    truncate,
 )
 
 log = logging.getLogger(__name__)
@@ -127,10 +127,7 @@ class FastLogAD(Method):
         self.threshold = 0.0
 
     def _keys(self, data: MethodInput, split: str) -> list[np.ndarray]:
-        keys = self.vocab.keys(data.templates)
-        if self.config.end_key:
-            keys = [np.append(k, self.vocab.n_keys) for k in keys]  # the last known key is the end key
-        return truncate(keys, self.config.max_len - 1, self.name, split)
+        return key_sequences(self, data, split)
 
     def _choose(self, x: torch.Tensor, gen: torch.Generator, at_least_one: bool = False) -> torch.Tensor:
         valid = x != 0

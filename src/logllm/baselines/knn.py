@@ -11,7 +11,7 @@ Score: the share of anomalous neighbours; prediction: the classifier's majority 
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -27,19 +27,14 @@ def count_vectors(inp: MethodInput) -> np.ndarray:
     return out
 
 
-@register
-class KNN(Method):
-    name: ClassVar[str] = "knn"
+class CountClassifier(Method):
+    """A scikit-learn classifier on template counts (Yu et al., ICSE'24); subclasses set ``self.model``
+    in ``fit``. Score: the classifier's probability of the anomalous class; prediction: its class."""
+
     supervision = "supervised"
     uses_vectors: ClassVar[bool] = False  # template counts/ids only: the harness skips the encoder
     paper: ClassVar[str] = "Yu et al., ICSE 2024 (Deep Learning or Classical Machine Learning?)"
-
-    def fit(self, train: MethodInput, val: MethodInput | None = None) -> None:
-        from sklearn.neighbors import KNeighborsClassifier
-
-        k = param(self.params, "k", 5, int)
-        self.model = KNeighborsClassifier(n_neighbors=min(k, len(train)))
-        self.model.fit(count_vectors(train), np.asarray(train.labels, dtype=np.int64))
+    model: Any
 
     def score(self, data: MethodInput) -> np.ndarray:
         proba = self.model.predict_proba(count_vectors(data))
@@ -48,3 +43,15 @@ class KNN(Method):
 
     def predict(self, data: MethodInput) -> np.ndarray:
         return self.model.predict(count_vectors(data)).astype(bool)
+
+
+@register
+class KNN(CountClassifier):
+    name: ClassVar[str] = "knn"
+
+    def fit(self, train: MethodInput, val: MethodInput | None = None) -> None:
+        from sklearn.neighbors import KNeighborsClassifier
+
+        k = param(self.params, "k", 5, int)
+        self.model = KNeighborsClassifier(n_neighbors=min(k, len(train)))
+        self.model.fit(count_vectors(train), np.asarray(train.labels, dtype=np.int64))

@@ -157,6 +157,15 @@ class LogBERTNet(nn.Module):
         return self.mlkp(h), h[:, 0]  # (B, L, K), (B, W)
 
 
+def key_sequences(method: LogBERT | Method, data: MethodInput, split: str) -> list[np.ndarray]:
+    """Key ids per sequence (with the end key when ``config.end_key``), cut to leave room for [DIST];
+    shared by LogBERT and FastLogAD, whose ``config`` and ``vocab`` have the same fields."""
+    keys = method.vocab.keys(data.templates)
+    if method.config.end_key:
+        keys = [np.append(k, method.vocab.n_keys) for k in keys]  # the last known key is the end key
+    return truncate(keys, method.config.max_len - 1, method.name, split)
+
+
 @register
 class LogBERT(Method):
     """LogBERT (Guo et al., IJCNN'21): masked log key prediction + hypersphere, top-g misses."""
@@ -171,10 +180,7 @@ class LogBERT(Method):
         self.threshold = 0.0
 
     def _keys(self, data: MethodInput, split: str) -> list[np.ndarray]:
-        keys = self.vocab.keys(data.templates)
-        if self.config.end_key:
-            keys = [np.append(k, self.vocab.n_keys) for k in keys]  # the last known key is the end key
-        return truncate(keys, self.config.max_len - 1, self.name, split)
+        return key_sequences(self, data, split)
 
     def _mask(self, x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Random masking of key positions (never [DIST] or padding); returns input and target mask."""
