@@ -6,10 +6,9 @@ import os
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import pytest
 
-from logllm.data.dataset import write_prepared
+# polars and the data package are imported where used, so the GPU tests run where only torch is installed.
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("LOGLLM_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -23,8 +22,10 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-def make_sequences(rows: list[tuple[str, int | None, list[int]]]) -> pl.DataFrame:
-    """A split table from (sequence_id, label, message_ids); line numbers are made up, file 0."""
+def make_sequences(rows: list[tuple[str, int | None, list[int]]]):
+    """A split table (polars DataFrame) from (sequence_id, label, message_ids); line numbers made up, file 0."""
+    import polars as pl
+
     line = 0
     files, lines = [], []
     for _, _, ids in rows:
@@ -43,6 +44,8 @@ def make_sequences(rows: list[tuple[str, int | None, list[int]]]) -> pl.DataFram
 @pytest.fixture
 def tiny_prepared(tmp_path: Path) -> Path:
     """A prepared folder with a learnable pattern: sequences containing message 3 are anomalous."""
+    from logllm.data.dataset import write_prepared
+
     rng = np.random.default_rng(0)
     messages = ["open file <*>", "read <*> bytes", "close file <*>", "disk failure on <*>", "retry <*>"]
     splits = {}

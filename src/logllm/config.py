@@ -194,7 +194,7 @@ def _small_stages() -> list[StageConfig]:
         StageConfig("1", ["decoder"], lr=5e-4, epochs=1, max_samples=1000),
         StageConfig("2a", ["projector"], lr=5e-4, epochs=1, max_samples=1000),
         StageConfig("2b", ["projector", "encoder"], lr=5e-5, epochs=1, max_samples=500),
-        StageConfig("3", ["encoder", "projector", "decoder"], lr=5e-5, epochs=1, max_samples=6000),
+        StageConfig("3", ["encoder", "projector", "decoder"], lr=5e-5, epochs=1, max_samples=12000),
     ]
 
 
