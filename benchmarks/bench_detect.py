@@ -124,6 +124,28 @@ def follow_latency(detector_factory, lines: list[str], window: int, rate: float)
     }
 
 
+def explanation_table(detector, data, raw: list[str], file_index: int, tp_ranges: set) -> None:
+    """Share of true-positive windows with an alert line in the top 3, for each way of leaving out
+    (one line / every line of a text) and of listing (distinct messages / repeats allowed)."""
+    from logllm.explain import leave_one_out, top_k
+
+    table = data.split("test")
+    seqs, alerts = [], []
+    for row in table.iter_rows(named=True):
+        if (row["line_numbers"][0], row["line_numbers"][-1]) not in tp_ranges:
+            continue
+        seqs.append([data.messages[i] for i in row["message_ids"]])
+        alerts.append([raw[n - 1].split(" ", 1)[0] != "-" for f, n in zip(row["file_index"], row["line_numbers"])
+                       if f == file_index])
+    for by in ("position", "text"):
+        contributions = leave_one_out(detector.explain_cache, seqs, by=by)
+        for distinct in (True, False):
+            hits = sum(any(a[i] for i, _ in top_k(c, 3, s if distinct else None))
+                       for c, s, a in zip(contributions, seqs, alerts))
+            print(f"  leave out by {by:8s} {'distinct messages' if distinct else 'repeats allowed  '}: "
+                  f"{hits}/{len(seqs)} = {hits / max(1, len(seqs)):.1%}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, type=Path)
@@ -132,6 +154,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=500.0, help="follow test: lines written per second")
     ap.add_argument("--follow-lines", type=int, default=1000, help="follow test: lines written (0: skip)")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--explain-by", choices=["position", "text"], default="position")
     args = ap.parse_args()
 
     import torch
@@ -157,7 +180,8 @@ def main() -> None:
     print(f"test part: {path} lines {first}-{last} ({last - first + 1} lines)")
 
     ev = evaluate_scores(args.run, data, model, threshold)
-    detector = Detector(model, *_pre(args.run), threshold=threshold, top_k=args.top_k, explain="flagged")
+    detector = Detector(model, *_pre(args.run), threshold=threshold, top_k=args.top_k, explain="flagged",
+                        explain_by=args.explain_by)
     dets, seconds = batch_detect(detector, path, first, last)
     got = {(d.first_line, d.last_line): d for d in dets}
     exp = {(r["first"], r["last"]): r for r in ev.iter_rows(named=True)}
@@ -177,7 +201,9 @@ def main() -> None:
         if any(raw[n - 1].split(" ", 1)[0] != "-" for n in lines):
             with_alert += 1
     share = with_alert / len(tp) if tp else float("nan")
-    print(f"true-positive windows: {len(tp)}; with an alert line in the top 3: {with_alert} ({share:.1%})")
+    print(f"true-positive windows: {len(tp)}; with an alert line in the top 3 (detect's default: by position, "
+          f"distinct messages): {with_alert} ({share:.1%})")
+    explanation_table(detector, data, raw, file_index, {k for k in tp})
     lines_n = last - first + 1
     print(f"batch detection: {lines_n} lines in {seconds:.2f}s = {lines_n / seconds:,.0f} lines/s "
           f"({len(dets)} windows, {sum(d.anomalous for d in dets)} explained; "

@@ -435,7 +435,9 @@ class Detector:
 
     top_k: explanation lines per explained sequence; explain: which sequences get them
     (``flagged``, ``all``, ``none``); explain_by: leave out single lines (``position``) or every
-    line of a masked text at once (``text``), see `logllm.explain`; batch_size: sequences per model call (speed only);
+    line of a masked text at once (``text``), see `logllm.explain`; explain_repeats: let the top-k
+    list the same masked message more than once (by default each listed line is the best-ranked line
+    of a different message, with its number of ``occurrences`` in the sequence); batch_size: sequences per model call (speed only);
     max_open_sessions / max_session_lines: memory bounds of session sequencing;
     wall_clock_timeout: also close idle sessions by wall-clock time (follow mode);
     max_cached_texts: distinct messages kept in the model's vector cache before it restarts.
@@ -451,6 +453,7 @@ class Detector:
         top_k: int = 5,
         explain: ExplainWhich = "flagged",
         explain_by: LeaveOut = "position",
+        explain_repeats: bool = False,
         batch_size: int = 64,
         max_open_sessions: int = 100_000,
         max_session_lines: int = 10_000,
@@ -466,6 +469,7 @@ class Detector:
         self.top_k = top_k
         self.explain_which = explain
         self.explain_by = explain_by
+        self.explain_repeats = explain_repeats
         self.batch_size = batch_size
         self.wall_clock_timeout = wall_clock_timeout
         self.sequencer = policy.build(max_open_sessions, max_session_lines)
@@ -609,10 +613,12 @@ class Detector:
             top = []
             if i in contributions:
                 c = contributions[i]
-                for idx, value in top_k(c, self.top_k):
+                keys = None if self.explain_repeats else seq.messages
+                for idx, value in top_k(c, self.top_k, keys):
                     line = seq.lines[idx]
                     top.append({"index": idx, "line": line.line_number, "contribution": value,
-                                "log_odds": float(c.log_odds[idx]), "text": line.raw, "message": line.message})
+                                "log_odds": float(c.log_odds[idx]), "text": line.raw, "message": line.message,
+                                "occurrences": seq.messages.count(line.message)})
             out.append(Detection(seq.source, seq.sequence_id, seq.first_line, seq.last_line, len(seq.lines),
                                  float(scores[i]), self.threshold, bool(flagged[i]), seq.reason, top))
         self.stats.sequences_scored += len(seqs)
@@ -629,7 +635,7 @@ class Detector:
         largest first (ranked by the drop in log-odds); all of them, or the top ``k``."""
         messages = sequence.messages if isinstance(sequence, StreamSequence) else list(sequence)
         contrib = leave_one_out(self.explain_cache, [messages], by=self.explain_by)[0]
-        return top_k(contrib, len(messages) if k is None else k)
+        return top_k(contrib, len(messages) if k is None else k, None if self.explain_repeats else messages)
 
 
 # -- the run's preprocessing -------------------------------------------------------------------------

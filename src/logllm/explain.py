@@ -189,10 +189,29 @@ def leave_one_out(cache: ScoreCache, sequences: Sequence[Sequence[str]],
     return out
 
 
-def top_k(contributions: Contributions, k: int) -> list[tuple[int, float]]:
+def top_k(contributions: Contributions, k: int, keys: Sequence[Any] | None = None) -> list[tuple[int, float]]:
     """The k positions with the largest contribution (ranked by log-odds drop), largest first, ties
-    by position; returned as ``(index, probability drop)``."""
+    by position; returned as ``(index, probability drop)``.
+
+    With ``keys`` (the sequence's masked messages), a message already listed is not listed again:
+    each of the k positions is the best-ranked line of a different message. A window of 100 lines
+    often holds the same alert (or its companion lines) many times, and three copies of one message
+    tell the reader one thing; the k distinct messages tell k.
+    """
     if k <= 0 or len(contributions.log_odds) == 0:
         return []
-    order = np.argsort(-contributions.log_odds, kind="stable")[:k]
-    return [(int(i), float(contributions.probability[i])) for i in order]
+    order = np.argsort(-contributions.log_odds, kind="stable")
+    if keys is None:
+        return [(int(i), float(contributions.probability[i])) for i in order[:k]]
+    if len(keys) != len(order):
+        raise ValueError(f"top_k: {len(keys)} keys for {len(order)} contributions")
+    out: list[tuple[int, float]] = []
+    seen: set[Any] = set()
+    for i in order:
+        if keys[i] in seen:
+            continue
+        seen.add(keys[i])
+        out.append((int(i), float(contributions.probability[i])))
+        if len(out) == k:
+            break
+    return out

@@ -191,6 +191,22 @@ def test_ranking_survives_saturated_probabilities():
     np.testing.assert_allclose(c.log_odds, [1.0] * 5 + [30.0] + [1.0] * 5 + [30.0])
 
 
+def test_top_k_lists_distinct_messages_when_given_keys() -> None:
+    """Three copies of one message rank first by contribution; with the messages as keys the top 3 are
+    the best line of three different messages, in rank order, and a short list is not padded."""
+    from logllm.explain import Contributions
+
+    seq = ["fatal", "fatal", "vapi", "fatal", "ok", "mad"]
+    drops = np.array([5.0, 4.0, 2.0, 4.5, 0.1, 3.0])
+    c = Contributions(probability=drops / 10, log_odds=drops)
+    assert [i for i, _ in top_k(c, 3)] == [0, 3, 1]
+    assert [i for i, _ in top_k(c, 3, seq)] == [0, 5, 2]
+    assert [i for i, _ in top_k(c, 10, seq)] == [0, 5, 2, 4]
+    assert top_k(c, 3, seq)[1] == (5, pytest.approx(0.3))
+    with pytest.raises(ValueError, match="keys"):
+        top_k(c, 3, seq[:2])
+
+
 def test_leaving_out_a_text_credits_a_burst_of_identical_alerts(fake_model):
     """Two identical alert lines: leaving out one leaves the other, so single-line leave-one-out ranks
     them no higher than normal lines; leaving out the text ranks both first, with the same drop."""
@@ -299,5 +315,9 @@ def test_reading_a_file_like_the_cli(tmp_path, make_detector):
     det = make_detector(SequencePolicy("window", window=10), explain="all", top_k=2)
     dets = list(det.run(LineReader([path])))
     assert [d.sequence_id for d in dets] == [f"{path}:1-10", f"{path}:11-20", f"{path}:21-30"]
-    assert all(len(d.top) == 2 for d in dets)
-    assert dets[0].top[0]["line"] == 7
+    # Each listed line is a different message: windows 2 and 3 hold one message (10 times) only.
+    assert [len(d.top) for d in dets] == [2, 1, 1]
+    assert dets[0].top[0]["line"] == 7 and dets[0].top[0]["occurrences"] == 1
+    assert dets[0].top[1]["occurrences"] == 9 and dets[1].top[0]["occurrences"] == 10
+    repeats = make_detector(SequencePolicy("window", window=10), explain="all", top_k=2, explain_repeats=True)
+    assert [len(d.top) for d in repeats.run(LineReader([path]))] == [2, 2, 2]

@@ -34,6 +34,9 @@ def register(subparsers) -> None:
     out.add_argument("--explain-by", choices=["position", "text"], default="position",
                      help="leave out one line at a time (position, default) or every line of a masked "
                           "message at once (text)")
+    out.add_argument("--explain-repeats", action="store_true",
+                     help="let the top-k list the same masked message more than once (default: each "
+                          "listed line is the best-ranked line of a different message)")
     out.add_argument("--batch-size", type=int, default=64, help="sequences per model call (speed only)")
     rd = p.add_argument_group("reading")
     rd.add_argument("--follow", "-f", action="store_true",
@@ -102,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
         timeout = 300.0
     detector = Detector.from_run(
         args.run, threshold=args.threshold, overrides=overrides, session_timeout=timeout,
-        top_k=args.top_k, explain=args.explain, explain_by=args.explain_by, batch_size=args.batch_size,
+        top_k=args.top_k, explain=args.explain, explain_by=args.explain_by,
+        explain_repeats=args.explain_repeats, batch_size=args.batch_size,
         max_open_sessions=args.max_open_sessions, wall_clock_timeout=args.follow,
     )
     stop = threading.Event()
