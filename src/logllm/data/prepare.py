@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from logllm import __version__
 from logllm.data.dataset import MESSAGE_SCHEMA, write_prepared
 from logllm.data.labels import read_labels
-from logllm.data.masking import DIGITS_TO_ZERO_BYTES, mask_series
+from logllm.data.masking import digits_to_zero_array, mask_series
 from logllm.data.options import HDFS_SESSION_REGEX, WINDOWED_FAMILIES, PrepareOptions, parse_duration
 from logllm.data.parsing import LineParser, _clip
 from logllm.data.readers import LineChunk, LineReader, distinct_lines, lines_series
@@ -127,16 +127,100 @@ _MAX_SESSION_ID_BYTES = 256  # longer session ids take the per-line path
 
 def _fixed_rows(arr: np.ndarray, start: np.ndarray, width: int) -> np.ndarray:
     """``arr[start[i]:start[i] + width]`` as the rows of a matrix (numpy gathers whole rows through a
-    strided view; zero-padded past the end of ``arr``)."""
-    if len(start) and int(start.max()) + width > len(arr):
-        arr = np.concatenate([arr, np.zeros(width, dtype=np.uint8)])
-    return sliding_window_view(arr, width)[start]
+    strided view; zero-padded past the end of ``arr``, from a copy of its last bytes only)."""
+    near_end = start > len(arr) - width
+    if not near_end.any():
+        return sliding_window_view(arr, width)[start]
+    tail_from = max(len(arr) - width, 0)
+    tail = np.zeros(2 * width, dtype=np.uint8)
+    tail[: len(arr) - tail_from] = arr[tail_from:]
+    rows = np.empty((len(start), width), dtype=np.uint8)
+    if not near_end.all():
+        rows[~near_end] = sliding_window_view(arr, width)[start[~near_end]]
+    rows[near_end] = sliding_window_view(tail, width)[start[near_end] - tail_from]
+    return rows
+
+
+def _starts_from_lengths(arr: np.ndarray, length: np.ndarray) -> np.ndarray | None:
+    """Line starts in ``arr`` (whole lines, ``len(length)`` of them, each ending in ``\\n``) if line i
+    has ``length[i]`` bytes before its ``\\n``; None if not. No pass over the bytes: the lengths cut
+    ``arr`` into as many pieces as it has line ends, and if every piece ends in ``\\n`` the pieces are
+    the lines (n pieces each holding at least one of the n line ends hold exactly one)."""
+    ends = np.cumsum(length + 1)
+    if not len(ends) or int(ends[-1]) != len(arr) or not (arr[ends - 1] == 10).all():
+        return None
+    starts = np.empty(len(ends), dtype=np.int64)
+    starts[0] = 0
+    starts[1:] = ends[:-1]
+    return starts
 
 
 def _binary_rows(rows: np.ndarray, length: np.ndarray) -> pl.Series:
     """Row i of ``rows`` cut to ``length[i]`` bytes, as a Binary Series (in polars, no per-item Python)."""
     binary = pl.Series("b", rows).cast(pl.List(pl.UInt8)).cast(pl.Binary)
     return binary.to_frame().select(pl.col("b").bin.head(pl.lit(pl.Series(length)))).to_series()
+
+
+def _low_bytes(k: int) -> int:
+    """A uint64 with its ``k`` (clipped to 0..8) lowest bytes set."""
+    return (1 << (8 * min(max(k, 0), 8))) - 1
+
+
+#: ``_LEADING[k]``: per word of a 24-byte field, the mask of the bytes among its first ``k``.
+_LEADING = np.array([[_low_bytes(k - 8 * j) for j in range(3)] for k in range(25)], dtype=np.uint64)
+_POW10 = np.array([10**k for k in range(20)], dtype=np.uint64)
+
+
+def _block_id_keys(arr: np.ndarray, start: np.ndarray, length: np.ndarray, negative: np.ndarray,
+                   block: int = 1 << 15) -> np.ndarray | None:
+    """HDFS block ids (``blk_-?[0-9]+`` at ``arr[start:start + length]``) as signed 64-bit integers
+    (``blk_-12`` -> -12), in numpy; None unless each id is its integer's decimal form (no leading
+    zero, no ``-0``, at most 19 digits and within int64), so that equal keys mean equal ids and
+    ``blk_{key}`` spells the id.
+
+    The digits are right-aligned in a 24-byte field read as three little-endian uint64 words (first
+    byte lowest), the bytes before the digits are set to "0", and each word's 8 digits are converted
+    at once (SWAR: pairs, then quads, then octets of digits). Blocks of ``block`` ids keep the
+    temporaries small (no page faults for chunk-sized ones). Grouping lines into sessions then hashes
+    integers instead of strings, and only the distinct ids are spelled out.
+    """
+    n = len(start)
+    digits = length - 4 - negative
+    end = start + length
+    if not n or int(digits.min()) < 1 or int(digits.max()) > 19 or int(end.min()) < 24:
+        return None
+    keys = np.empty(n, dtype=np.int64)
+    for i in range(0, n, block):
+        part = _block_id_values(arr, end[i: i + block], digits[i: i + block], negative[i: i + block])
+        if part is None:
+            return None
+        keys[i: i + block] = part
+    return keys
+
+
+def _block_id_values(arr: np.ndarray, end: np.ndarray, digits: np.ndarray,
+                     negative: np.ndarray) -> np.ndarray | None:
+    """The keys of :func:`_block_id_keys` for ids ending at ``end`` with ``digits`` digits."""
+    x = sliding_window_view(arr, 24)[end - 24].view("<u8")  # (n, 3): a copy of each id's last 24 bytes
+    zeros = np.uint64(0x3030303030303030)  # "00000000"
+    lead = _LEADING[24 - digits]
+    x &= ~lead
+    x |= zeros & lead
+    x -= zeros  # each byte holds its digit (0 before the first digit)
+    tmp = np.empty_like(x)
+    for mul, shift, mask in ((10, 8, 0x00FF00FF00FF00FF), (100, 16, 0x0000FFFF0000FFFF), (10000, 32, 0xFFFFFFFF)):
+        np.right_shift(x, np.uint64(shift), out=tmp)
+        x *= np.uint64(mul)
+        x += tmp
+        x &= np.uint64(mask)
+    value = x[:, 0] * np.uint64(10**16) + x[:, 1] * np.uint64(10**8) + x[:, 2]
+    if ((value < _POW10[digits - 1]) & (digits > 1)).any():
+        return None  # a leading zero
+    if (value > np.uint64(2**63 - 1)).any() or (negative & (value == 0)).any():
+        return None
+    keys = value.astype(np.int64)
+    np.negative(keys, out=keys, where=negative)
+    return keys
 
 
 class _Preparer:
@@ -179,7 +263,7 @@ class _Preparer:
         timestamp = None
         sess = None
         if self.fast:
-            normalised = chunk.data.translate(DIGITS_TO_ZERO_BYTES)
+            normalised = digits_to_zero_array(chunk.array)
             codes, uniq, first = distinct_lines(normalised, n)
             del normalised
             batch = self.keep_parser.parse(uniq, source=source,
@@ -282,26 +366,42 @@ class _Preparer:
         m = ptr[codes[line]] + (np.arange(total, dtype=np.int64) - np.repeat(ends - counts, counts))
         # Each raw line has the length of its distinct line (so the offsets carry over; a line end
         # "\r\n" counts as "\n"), and each id starts with its match's first bytes.
-        arr = np.frombuffer(chunk.data, dtype=np.uint8)
-        starts = chunk.line_starts()
-        raw_len = np.empty(len(starts), dtype=np.int64)
-        raw_len[:-1] = starts[1:] - 1 - starts[:-1]
-        raw_len[-1:] = len(arr) - 1 - starts[-1:]
+        arr = chunk.array
         want = ulen[codes]
-        if not (raw_len == want).all():
-            cr = raw_len == want + 1
-            cr[cr] = arr[starts[cr] + want[cr]] == 13
-            if not ((raw_len == want) | cr).all():
-                return None
-        width = int(mlen.max())
-        rows = _fixed_rows(arr, starts[line] + rel[m], width)
+        starts = _starts_from_lengths(arr, want)
+        if starts is None:  # e.g. "\r\n" line ends: find the line ends in the raw bytes
+            starts = chunk.line_starts()
+            raw_len = np.empty(len(starts), dtype=np.int64)
+            raw_len[:-1] = starts[1:] - 1 - starts[:-1]
+            raw_len[-1:] = len(arr) - 1 - starts[-1:]
+            if not (raw_len == want).all():
+                cr = raw_len == want + 1
+                cr[cr] = arr[starts[cr] + want[cr]] == 13
+                if not ((raw_len == want) | cr).all():
+                    return None
+        id_start, blob_arr = starts[line] + rel[m], np.frombuffer(blob, dtype=np.uint8)
         # Spot check: each id starts with its match's first byte.
-        if not (rows[:, 0] == np.frombuffer(blob, dtype=np.uint8)[spans[:, 0]][m]).all():
+        if not (arr[id_start] == blob_arr[spans[:, 0]][m]).all():
             return None
-        # The ids are ASCII: the regex is bytes-only and its matches are ASCII in the distinct lines,
-        # and digit normalisation changes digits only.
-        ids = _binary_rows(rows, mlen[m]).cast(pl.String).rename("sid")
-        sess = pl.DataFrame({"line": line, "sid": ids})
+        keys = None
+        if rx == HDFS_SESSION_REGEX:  # HDFS block ids as integers; "-" (byte 4) is in the distinct line
+            keys = _block_id_keys(arr, id_start, mlen[m], (blob_arr[spans[:, 0] + 4] == ord("-"))[m])
+        if keys is not None:
+            sess = pl.DataFrame({"line": line, "sid": keys})
+        else:
+            # The ids are ASCII: the regex is bytes-only and its matches are ASCII in the distinct
+            # lines, and digit normalisation changes digits only.
+            rows = _fixed_rows(arr, id_start, int(mlen.max()))
+            sess = pl.DataFrame({"line": line, "sid": _binary_rows(rows, mlen[m]).cast(pl.String)})
+        most = int(counts.max())
+        if keys is not None and most <= 8:  # a line naming the same id twice joins that session once
+            # A line's ids are consecutive rows: compare each with the few before it.
+            keep = np.ones(len(line), dtype=bool)
+            for d in range(1, most):
+                keep[d:] &= (line[d:] != line[:-d]) | (keys[d:] != keys[:-d])
+            if not keep.all():
+                sess = sess.filter(pl.Series(keep))
+            return sess
         multi = counts[line] >= 2
         if multi.any():  # a line naming the same id twice joins that session once
             keep = np.ones(len(line), dtype=bool)
@@ -316,17 +416,18 @@ class _Preparer:
         kwargs = {"chunk_bytes": self.chunk_bytes} if self.chunk_bytes else {}
         self.reader = LineReader(o.inputs, o.start_line, o.end_line, **kwargs)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare") as pool:
-            # Library versions for the manifest (importlib.metadata reads files) are looked up while
-            # the main thread is in native code.
+            # The labels file is read, and library versions for the manifest (importlib.metadata reads
+            # files) are looked up, in a helper thread while the main thread reads the first chunk.
+            labels = (pool.submit(read_labels, o.labels) if o.labels and o.sequence_kind == "sessions"
+                      else None)
             self.versions = pool.submit(library_versions)
-            splits = self._run()
+            splits = self._run(labels)
             self.versions = self.versions.result()
             return splits
 
-    def _run(self) -> tuple[dict[str, pl.DataFrame], dict]:
+    def _run(self, labels: Future[pl.DataFrame] | None) -> tuple[dict[str, pl.DataFrame], dict]:
         o = self.o
-        # Read the labels first: a broken labels file should fail before minutes of parsing.
-        self.labels = read_labels(o.labels) if o.labels and o.sequence_kind == "sessions" else None
+        self.labels = None
         total = sum(i.bytes for i in self.reader.inputs)
         bar = None
         if self.progress:
@@ -336,11 +437,14 @@ class _Preparer:
         first_chunk = True
         for chunk in self.reader:
             self.process(chunk)
-            if first_chunk and self.counts.unparsed == self.counts.lines:
-                self._no_line_parses(chunk)
+            if first_chunk:
+                # A broken labels file fails after one chunk, not after minutes of parsing.
+                self.labels = labels.result() if labels is not None else None
+                if self.counts.unparsed == self.counts.lines:
+                    self._no_line_parses(chunk)
             first_chunk = False
             if bar is not None:
-                bar.update(len(chunk.data))
+                bar.update(chunk.size)
         if bar is not None:
             bar.close()
         if self.counts.lines == 0:
@@ -369,10 +473,21 @@ class _Preparer:
 
     def _sessions(self, table: pl.DataFrame) -> tuple[dict[str, pl.DataFrame], dict]:
         o = self.o
-        sess = pl.concat(self.sessions) if self.sessions else pl.DataFrame(
+        parts = [df for df in self.sessions if len(df)]
+        if any(df["sid"].dtype == pl.String for df in parts):  # spell integer block ids as strings
+            parts = [df.with_columns(pl.format("blk_{}", "sid")) if df["sid"].dtype == pl.Int64 else df
+                     for df in parts]
+        sess = pl.concat(parts) if parts else pl.DataFrame(
             {"pos": np.zeros(0, dtype=np.int64), "sid": pl.Series([], dtype=pl.String)})
-        rows = table[sess["pos"].to_numpy()].with_columns(sess["sid"].alias("sequence_id"))
-        seqs = rows.group_by("sequence_id", maintain_order=True).agg(SEQ_AGG)
+        pos = sess["pos"].to_numpy()
+        if len(pos) == len(table) and (pos == np.arange(len(pos))).all():
+            rows = table.with_columns(sess["sid"])  # one session per line (HDFS): no gather
+        else:
+            rows = table[pos].with_columns(sess["sid"])
+        # Grouping by integer block ids (see _block_id_keys) is faster; each group is then named.
+        seqs = rows.group_by("sid", maintain_order=True).agg(SEQ_AGG)
+        name = pl.format("blk_{}", "sid") if seqs["sid"].dtype == pl.Int64 else pl.col("sid")
+        seqs = seqs.with_columns(name.alias("sequence_id")).drop("sid")
         if len(seqs) == 0:
             raise DataError(f"the session regex {self.session_rx!r} matches nothing in the messages of "
                             f"{len(table):,} lines; check --session-regex (it is applied to <Content>)")

@@ -4,9 +4,14 @@ Lines come out in chunks of whole lines (``LineChunk``) so that memory stays bou
 size however large the file is. Invalid UTF-8 is decoded with replacement characters and each such
 line is counted and reported (Loghub's files contain latin-1 bytes). Every input is hashed (sha256
 of the bytes on disk) while it is read, for the manifest: the blocks read for parsing are hashed in a
-helper thread (hashlib releases the GIL), so plain files are read once. Each chunk carries the offsets
-of its line ends (found by numpy in the pass that counts the lines), so callers can locate lines without
-another pass.
+helper thread (hashlib releases the GIL), so plain files are read once.
+
+Plain files are memory-mapped one chunk-sized window at a time: a chunk is then a numpy view of the
+page cache (no copy, and far fewer page faults than a freshly allocated buffer) and only the windows
+of the chunks in use are mapped, so memory stays bounded. ``LineChunk.data`` copies such a chunk into
+``bytes`` on first use; the fast path of `logllm prepare` never needs to. (As with any memory map, a
+file truncated by another process while it is read ends the process with SIGBUS.) Gzip files are
+decompressed into ``bytes`` chunks.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
+import mmap
+import os
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -45,33 +52,63 @@ class InputFile:
 
 @dataclass
 class LineChunk:
-    """Consecutive whole lines of one file: ``data`` holds ``n_lines`` lines, each ending in ``\\n``,
-    as valid UTF-8. ``first_line`` is the 1-based number of the first one in its file."""
+    """Consecutive whole lines of one file: ``raw`` holds ``n_lines`` lines, each ending in ``\\n``,
+    as valid UTF-8: ``bytes``, or a uint8 numpy view of a memory-mapped window of the file (then
+    ``data`` copies it on first use; ``array`` never copies). ``first_line`` is the 1-based number of
+    the first one in its file."""
 
     file_index: int
     first_line: int
-    data: bytes
+    raw: bytes | np.ndarray
     n_lines: int
     invalid_utf8_lines: list[int] = field(default_factory=list)
-    #: Byte offsets of the ``n_lines`` line ends in ``data`` (None when unknown); callers use them to
-    #: find where each line starts without another pass over the bytes.
+    #: Byte offsets of the ``n_lines`` line ends (None when not computed: the reader lists them only
+    #: where it cuts a line range); ``line_starts`` finds them when asked.
     newlines: np.ndarray | None = None
 
+    @property
+    def data(self) -> bytes:
+        """The lines as ``bytes`` (a mapped chunk is copied once, on first use)."""
+        if not isinstance(self.raw, bytes):
+            self.raw = self.raw.tobytes()
+        return self.raw
+
+    @property
+    def array(self) -> np.ndarray:
+        """The lines as a uint8 array (a view, no copy)."""
+        return self.raw if isinstance(self.raw, np.ndarray) else np.frombuffer(self.raw, dtype=np.uint8)
+
+    @property
+    def size(self) -> int:
+        """Length in bytes."""
+        return len(self.raw)
+
     def line_starts(self) -> np.ndarray:
-        """Byte offset of the first byte of each line in ``data`` (int64, ``n_lines`` values)."""
-        nl = self.newlines if self.newlines is not None else newline_offsets(self.data)
+        """Byte offset of the first byte of each line (int64, ``n_lines`` values)."""
+        nl = self.newlines if self.newlines is not None else newline_offsets(self.array)
         starts = np.empty(len(nl), dtype=np.int64)
         starts[:1] = 0
         starts[1:] = nl[:-1] + 1
         return starts
 
 
-def newline_offsets(data: bytes, block: int = 1 << 20) -> np.ndarray:
+def newline_offsets(data: bytes | np.ndarray, block: int = 1 << 20) -> np.ndarray:
     """Offsets of every ``\\n`` in ``data`` (numpy, as fast as ``bytes.count``), block by block so the
     temporary mask stays small (no chunk-sized allocation to fault in)."""
-    arr = np.frombuffer(data, dtype=np.uint8)
+    arr = data if isinstance(data, np.ndarray) else np.frombuffer(data, dtype=np.uint8)
     parts = [np.flatnonzero(arr[i: i + block] == 10) + i for i in range(0, len(arr), block)]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def count_lines(arr: np.ndarray, block: int = 1 << 24) -> tuple[int, bool]:
+    """``(number of "\\n" bytes, whether all bytes are ASCII)`` of a uint8 array, in one blockwise pass
+    (counting is several times cheaper than listing the offsets)."""
+    n, top = 0, 0
+    for i in range(0, len(arr), block):
+        part = arr[i: i + block]
+        n += int(np.count_nonzero(part == 10))
+        top = max(top, int(part.max()))
+    return n, top < 128
 
 
 def check_inputs(paths: list[str] | tuple[str, ...], what: str = "--log") -> list[InputFile]:
@@ -150,57 +187,43 @@ class LineReader:
         for index, info in enumerate(self.inputs):
             digest = hashlib.sha256()
             hashing: list[Future] = []
-            gz = _is_gzip(info.path)
-            if gz:
-                hashing.append(pool.submit(_hash_file, digest, info.path))
-            opener = gzip.open if gz else open
-            carry = b""
             file_line = 0
             try:
-                with opener(info.path, "rb") as f:
-                    while True:
-                        block = f.read(self.chunk_bytes)
-                        if not gz and block:
-                            hashing.append(pool.submit(digest.update, block))
-                        if not block:
-                            if not carry:
-                                break
-                            data, carry = carry + b"\n", b""
-                        else:
-                            buf = carry + block
-                            cut = buf.rfind(b"\n")
-                            if cut < 0:  # one line longer than a chunk: keep reading
-                                carry = buf
-                                continue
-                            if cut == len(buf) - 1:
-                                data, carry = buf, b""  # no copy when the block ends a line
-                            else:
-                                data, carry = buf[: cut + 1], buf[cut + 1:]
-                        nl = newline_offsets(data)
-                        n = len(nl)
-                        lo, hi = global_line + 1, global_line + n  # global numbers of this chunk's lines
-                        first_in_file = file_line + 1
-                        file_line += n
-                        global_line += n
-                        keep_lo = max(lo, self.start_line)
-                        keep_hi = hi if self.end_line is None else min(hi, self.end_line)
-                        if keep_lo > keep_hi:
-                            continue
-                        if keep_lo > lo or keep_hi < hi:
-                            a = keep_lo - lo  # index of first kept line within the chunk
-                            b = keep_hi - lo  # index of last kept line
-                            start = 0 if a == 0 else int(nl[a - 1]) + 1
-                            data = data[start: int(nl[b]) + 1]
-                            nl = nl[a: b + 1] - start
-                        first = first_in_file + (keep_lo - lo)
-                        data, bad = fix_utf8(data, first)
-                        if bad:
-                            nl = None  # replacement characters moved the line ends
-                            self.invalid_utf8 += len(bad)
-                            log.warning("%s: %d line(s) with invalid UTF-8 decoded with replacement "
-                                        "(first: line %d)", info.path, len(bad), bad[0])
-                        self.lines_in_range += keep_hi - keep_lo + 1
-                        yield LineChunk(index, first, data, keep_hi - keep_lo + 1, bad, nl)
+                if _is_gzip(info.path):
+                    hashing.append(pool.submit(_hash_file, digest, info.path))
+                    blocks = self._gzip_blocks(info.path)
+                else:
+                    blocks = self._mapped_blocks(info.path, pool, digest, hashing)
+                for block in blocks:
+                    arr = block if isinstance(block, np.ndarray) else np.frombuffer(block, dtype=np.uint8)
+                    n, ascii_only = count_lines(arr)
+                    lo, hi = global_line + 1, global_line + n  # global numbers of this chunk's lines
+                    first_in_file = file_line + 1
+                    file_line += n
+                    global_line += n
+                    keep_lo = max(lo, self.start_line)
+                    keep_hi = hi if self.end_line is None else min(hi, self.end_line)
+                    if keep_lo > keep_hi:
+                        continue
+                    nl = None
+                    if keep_lo > lo or keep_hi < hi:
+                        nl = newline_offsets(arr)
+                        a = keep_lo - lo  # index of first kept line within the chunk
+                        b = keep_hi - lo  # index of last kept line
+                        start = 0 if a == 0 else int(nl[a - 1]) + 1
+                        block = block[start: int(nl[b]) + 1]
+                        nl = nl[a: b + 1] - start
+                    first = first_in_file + (keep_lo - lo)
+                    bad: list[int] = []
+                    if not ascii_only:
+                        block, bad = fix_utf8(bytes(block), first)
+                    if bad:
+                        nl = None  # replacement characters moved the line ends
+                        self.invalid_utf8 += len(bad)
+                        log.warning("%s: %d line(s) with invalid UTF-8 decoded with replacement "
+                                    "(first: line %d)", info.path, len(bad), bad[0])
+                    self.lines_in_range += keep_hi - keep_lo + 1
+                    yield LineChunk(index, first, block, keep_hi - keep_lo + 1, bad, nl)
             except (OSError, EOFError, gzip.BadGzipFile) as err:
                 raise DataError(f"{info.path}: cannot read ({err}); is the file complete?") from err
             if file_line == 0:
@@ -210,6 +233,53 @@ class LineReader:
             info.sha256 = digest.hexdigest()
             info.lines = file_line
             self.lines_read += file_line
+
+    def _mapped_blocks(self, path: str, pool: ThreadPoolExecutor, digest: hashlib._Hash,
+                       hashing: list[Future]) -> Iterator[np.ndarray | bytes]:
+        """Whole-line blocks of a plain file as views of memory-mapped windows of about ``chunk_bytes``
+        (larger where one line is longer), each hashed in the helper thread; a last line without a
+        line end comes as ``bytes`` with ``\\n`` appended. A window is unmapped once its views are gone."""
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            pos = 0
+            while pos < size:
+                want = self.chunk_bytes
+                while True:
+                    end = min(pos + want, size)
+                    base = pos - pos % mmap.ALLOCATIONGRANULARITY  # a mapping starts at a page boundary
+                    window = mmap.mmap(f.fileno(), end - base, offset=base, access=mmap.ACCESS_READ)
+                    cut = window.rfind(b"\n", pos - base)
+                    if cut >= 0 or end == size:
+                        break
+                    window.close()  # one line longer than the window: map a larger one
+                    want *= 2
+                view = np.frombuffer(window, dtype=np.uint8)[pos - base: (cut + 1) if cut >= 0 else None]
+                del window  # the views keep the mapping alive while they are in use
+                hashing.append(pool.submit(digest.update, view))
+                pos += len(view)
+                yield view if cut >= 0 else view.tobytes() + b"\n"
+
+    def _gzip_blocks(self, path: str) -> Iterator[bytes]:
+        """Whole-line blocks of a gzip file (decompressed, about ``chunk_bytes`` each); a last line
+        without a line end gets ``\\n``."""
+        carry = b""
+        with gzip.open(path, "rb") as f:
+            while True:
+                block = f.read(self.chunk_bytes)
+                if not block:
+                    if carry:
+                        yield carry + b"\n"
+                    return
+                buf = carry + block
+                cut = buf.rfind(b"\n")
+                if cut < 0:  # one line longer than a chunk: keep reading
+                    carry = buf
+                    continue
+                if cut == len(buf) - 1:
+                    data, carry = buf, b""  # no copy when the block ends a line
+                else:
+                    data, carry = buf[: cut + 1], buf[cut + 1:]
+                yield data
 
 
 def distinct_lines(data: bytes, n_lines: int) -> tuple[np.ndarray, pl.Series, np.ndarray]:
