@@ -124,6 +124,21 @@ def _quiet_transformers() -> Iterator[None]:
         hf_logging.set_verbosity(level)
 
 
+def decoder_attention(config: ModelConfig, device: torch.device) -> str | None:
+    """The decoder's attention implementation: ``"eager"`` for half-precision compute on CUDA, else
+    the library's default.
+
+    Batches are left-padded, so a padded position's causal row masks every key. CUDA's fused SDPA
+    kernels turn such fully masked rows into NaN in half precision, and the NaN reaches every gradient
+    through the backward pass although those positions are never read (seen on an H100 with the
+    `small` preset in bfloat16: all gradients non-finite at the first step). Eager attention adds a
+    large finite negative instead, so those rows stay finite. float32, and the CPU, keep SDPA (exact
+    there, and tested for padding invariance).
+    """
+    half = config.quantize_4bit or config.dtype in ("bfloat16", "float16")
+    return "eager" if half and device.type == "cuda" else None
+
+
 def _load_kwargs(config: ModelConfig, device: torch.device) -> dict[str, Any]:
     if config.quantize_4bit:
         check_4bit_available()
@@ -165,7 +180,7 @@ def build_encoder(config: ModelConfig, device: torch.device, weights: str | Path
     return model
 
 
-def tiny_llama(config: ModelConfig, tokenizer: Any) -> Any:
+def tiny_llama(config: ModelConfig, tokenizer: Any, attention: str | None = None) -> Any:
     """A compact Llama-architecture decoder over the encoder tokenizer's vocabulary (random init)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -184,6 +199,8 @@ def tiny_llama(config: ModelConfig, tokenizer: Any) -> Any:
         bos_token_id=tokenizer.cls_token_id,
         eos_token_id=tokenizer.sep_token_id,
     )
+    if attention:
+        cfg._attn_implementation = attention
     return LlamaForCausalLM(cfg)
 
 
@@ -199,7 +216,8 @@ def build_decoder(config: ModelConfig, device: torch.device, encoder_tokenizer: 
         if config.quantize_4bit:
             raise ConfigError("model.decoder = 'tiny-llama' is built from scratch and cannot be 4-bit "
                               "quantised; set quantize_4bit = false")
-        model = tiny_llama(config, encoder_tokenizer).to(dtype=torch_dtype(config), device=device)
+        model = tiny_llama(config, encoder_tokenizer, decoder_attention(config, device))
+        model = model.to(dtype=torch_dtype(config), device=device)
         return model, encoder_tokenizer
     if weights is not None:
         path = str(weights)
@@ -217,6 +235,9 @@ def build_decoder(config: ModelConfig, device: torch.device, encoder_tokenizer: 
         cfg.is_decoder = True
         cfg.tie_word_embeddings = True
     kwargs = _load_kwargs(config, device)
+    attention = decoder_attention(config, device)
+    if attention:
+        kwargs["attn_implementation"] = attention
     with _quiet_transformers():
         model, info = AutoModelForCausalLM.from_pretrained(path, config=cfg, output_loading_info=True, **kwargs)
     _log_loading("decoder", path, info, model)
