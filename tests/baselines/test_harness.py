@@ -165,8 +165,10 @@ def test_a_logllm_run_folder_joins_the_table(tiny_prepared: Path, tmp_path: Path
     (run / "threshold.json").write_text(json.dumps({"threshold": 0.0}))  # everything anomalous
     (run / "train_log.jsonl").write_text(json.dumps({"stage": "1", "step": 1, "elapsed": 12.5}) + "\n")
 
-    table = run_bench(tiny_prepared, "knn", seeds=[0], logllm_runs=[run], vector_fn=fake_vectors)
+    table = run_bench(tiny_prepared, "knn", seeds=[0, 1], logllm_runs=[run], vector_fn=fake_vectors)
     row = table.filter(pl.col("method") == "logllm").row(0, named=True)
+    assert row["seeds"] == 1  # one run folder is one result, not repeated per seed
+    assert table.filter(pl.col("method") == "knn").row(0, named=True)["seeds"] == 2
     assert row["train_s"] == pytest.approx(12.5)  # taken from the run, not re-trained
     assert row["recall_mean"] == pytest.approx(1.0)
     assert row["precision_mean"] == pytest.approx(0.25)  # a quarter of tiny_prepared's test set is anomalous

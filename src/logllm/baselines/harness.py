@@ -271,7 +271,9 @@ def run_bench(
         if cls.supervision not in inputs:
             inputs[cls.supervision] = build_inputs(data, resources, cls.supervision, semi_val)
         inp = inputs[cls.supervision]
-        for k, seed in enumerate(seeds):
+        # One trained run folder is one result, whatever the seeds: it is scored once, not repeated.
+        method_seeds = seeds[:1] if cls is RunFolderMethod and len(logllm_runs) == 1 else seeds
+        for k, seed in enumerate(method_seeds):
             kw = dict(params.get(name, {}))
             kw.setdefault("threads", threads)
             if cls is RunFolderMethod:
