@@ -42,7 +42,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -163,6 +163,16 @@ def val_labels(val: MethodInput | None) -> np.ndarray | None:
     if (y == 1).sum() == 0 or (y == 0).sum() == 0:
         return None
     return y
+
+
+def threshold_on_val(method: Any, val: MethodInput | None) -> float | None:
+    """The F1-best threshold of ``method.score`` on the validation split; None without a labelled
+    validation split holding both classes (the semi-supervised methods then keep their own rule)."""
+    y = val_labels(val)
+    if y is None:
+        return None
+    assert val is not None
+    return best_f1_threshold(method.score(val), y)
 
 
 def dedupe(seqs: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
@@ -316,15 +326,12 @@ class DeepLog(Method):
         self.final_loss = train_weighted(self.model, x, y, w, epochs=cfg.epochs, batch_size=cfg.batch_size,
                                          lr=cfg.lr, gen=gen, name=self.name)
         self.g_threshold = float(cfg.top_g)
-        y_val = val_labels(val) if cfg.threshold in ("val", "auto") else None
-        if cfg.threshold == "val" and y_val is None:
+        t = threshold_on_val(self, val) if cfg.threshold in ("val", "auto") else None
+        if cfg.threshold == "val" and t is None:
             log.warning("%s: threshold='val' but no labelled validation split with both classes; "
                         "using the paper's rule g=%d", self.name, cfg.top_g)
-        if y_val is not None:
-            assert val is not None
-            t = best_f1_threshold(self.score(val), y_val)
-            if t is not None:
-                self.g_threshold = max(t, 1.0)
+        if t is not None:
+            self.g_threshold = max(t, 1.0)
         log.info("%s: trained in %.1fs, decision: max rank >= %g", self.name, time.perf_counter() - start,
                  self.g_threshold)
 

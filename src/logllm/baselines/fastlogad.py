@@ -42,12 +42,11 @@ from torch.nn import functional as F
 
 from logllm.baselines.base import Method, MethodInput, register
 from logllm.baselines.deeplog import (
-    best_f1_threshold,
     dedupe,
     key_vocab_of,
     make_config,
+    threshold_on_val,
     torch_setup,
-    val_labels,
 )
 from logllm.baselines.logbert import (
     KeyTransformer,
@@ -217,15 +216,12 @@ class FastLogAD(Method):
 
         ref = held if held else [uniq[i] for i in np.repeat(np.arange(len(uniq)), counts.astype(np.int64))]
         self.threshold = quantile_threshold(self._score_keys(ref), cfg.quantile)
-        y_val = val_labels(val) if cfg.threshold == "auto" else None
-        if y_val is not None:
-            assert val is not None
-            t = best_f1_threshold(self.score(val), y_val)
-            if t is not None:
-                self.threshold = t
+        t = threshold_on_val(self, val) if cfg.threshold == "auto" else None
+        if t is not None:
+            self.threshold = t
         log.info("%s: trained in %.1fs; anomalous if ||z_cls|| >= %.4f (%s)", self.name,
                  time.perf_counter() - start, self.threshold,
-                 "F1-best on validation" if y_val is not None else
+                 "F1-best on validation" if t is not None else
                  f"q{cfg.quantile:.2f} of {'held-out' if held else 'training'} normal sequences")
 
     @torch.no_grad()

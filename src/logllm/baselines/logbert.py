@@ -39,12 +39,11 @@ from torch.nn import functional as F
 from logllm.baselines.base import Method, MethodInput, register
 from logllm.baselines.deeplog import (
     KeyVocab,
-    best_f1_threshold,
     dedupe,
     key_vocab_of,
     make_config,
+    threshold_on_val,
     torch_setup,
-    val_labels,
 )
 
 log = logging.getLogger(__name__)
@@ -226,12 +225,9 @@ class LogBERT(Method):
         self.model.eval()
         train_scores = self._score_keys(uniq)
         self.threshold = quantile_threshold(np.repeat(train_scores, counts.astype(np.int64)), cfg.quantile)
-        y_val = val_labels(val) if cfg.threshold == "auto" else None
-        if y_val is not None:
-            assert val is not None
-            t = best_f1_threshold(self.score(val), y_val)
-            if t is not None:
-                self.threshold = t
+        t = threshold_on_val(self, val) if cfg.threshold == "auto" else None
+        if t is not None:
+            self.threshold = t
         log.info("%s: trained in %.1fs; anomalous if share of missed keys >= %.4f", self.name,
                  time.perf_counter() - start, self.threshold)
 
