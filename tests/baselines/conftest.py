@@ -8,14 +8,40 @@ from __future__ import annotations
 
 import csv
 import re
+import zlib
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 
-from logllm.baselines.base import MethodInput
+from logllm.baselines.base import MethodInput, Resources
 from logllm.data.dataset import write_prepared
+
+# A small world of log keys for the sequence methods (DeepLog and its family): one template per
+# message, ids 1..n (0 = unknown), and normal sessions with a fixed order, a loop and an optional tail.
+KEY_TEXTS = ["open <*>", "alloc <*>", "write <*> bytes", "ack <*>", "close <*>", "verify <*>", "disk error <*>"]
+
+
+def key_resources(texts: list[str] = KEY_TEXTS, vector_fn=None) -> Resources:
+    """Resources with one template per message (ids 1..n, 0 = unknown); ``vector_fn`` stands in for
+    the sentence encoder where a method needs message vectors."""
+    return Resources(texts, np.arange(1, len(texts) + 1), ["<unknown>", *texts], _vector_fn=vector_fn)
+
+
+def normal_keys(rng: np.random.Generator) -> np.ndarray:
+    """open, alloc, write x1-4, ack, close[, verify]: a fixed order with a loop and an optional tail."""
+    return np.asarray([0, 1] + [2] * int(rng.integers(1, 5)) + [3, 4] + ([5] if rng.random() < 0.5 else []))
+
+
+def bag_of_words(texts: list[str], width: int = 32) -> np.ndarray:
+    """A stand-in for the sentence encoder: sum of fixed random word vectors (similar texts, similar vectors)."""
+    out = np.zeros((len(texts), width), dtype=np.float32)
+    for i, text in enumerate(texts):
+        for word in text.split():
+            out[i] += np.random.default_rng(zlib.crc32(word.encode())).standard_normal(width)
+    return out
+
 
 _LINE = re.compile(r"^\d{6} \d{6} \d+ \w+ [^:]+: (?P<content>.*)$")
 _BLOCK = re.compile(r"blk_-?\d+")

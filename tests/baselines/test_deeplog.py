@@ -5,29 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from logllm.baselines.base import REGISTRY, MethodInput, Resources
+from logllm.baselines.base import REGISTRY, MethodInput
 from logllm.baselines.deeplog import DeepLog, KeyVocab, best_f1_threshold, dedupe, make_config, windows_of
 from logllm.errors import ConfigError
 
-TEXTS = ["open <*>", "alloc <*>", "write <*> bytes", "ack <*>", "close <*>", "verify <*>", "disk error <*>"]
-
-
-def resources() -> Resources:
-    # Template ids 1..7 (0 = unknown), one template per message; vectors are never needed here.
-    return Resources(TEXTS, np.arange(1, len(TEXTS) + 1), ["<unknown>", *TEXTS])
-
-
-def normal(rng: np.random.Generator) -> np.ndarray:
-    """open, alloc, write x1-4, ack, close[, verify]: a fixed order with a loop and an optional tail."""
-    seq = [0, 1] + [2] * int(rng.integers(1, 5)) + [3, 4] + ([5] if rng.random() < 0.5 else [])
-    return np.asarray(seq)
+from .conftest import key_resources, normal_keys
 
 
 def test_deeplog_learns_order_and_flags_broken_sequences():
     rng = np.random.default_rng(0)
-    res = resources()
-    train = MethodInput([normal(rng) for _ in range(300)], res)
-    normals = [normal(rng) for _ in range(40)]
+    res = key_resources()
+    train = MethodInput([normal_keys(rng) for _ in range(300)], res)
+    normals = [normal_keys(rng) for _ in range(40)]
     anomalies = [
         np.asarray([0, 1, 2, 6, 3, 4]),  # a key never seen in training
         np.asarray([0, 2, 1, 2, 3, 4]),  # alloc after write: broken order
@@ -48,8 +37,8 @@ def test_deeplog_learns_order_and_flags_broken_sequences():
 
 def test_top_g_rule_and_end_key_are_what_decide():
     rng = np.random.default_rng(1)
-    res = resources()
-    train = MethodInput([normal(rng) for _ in range(200)], res)
+    res = key_resources()
+    train = MethodInput([normal_keys(rng) for _ in range(200)], res)
     early_stop = MethodInput([np.asarray([0, 1, 2, 2])], res)
     without_end = DeepLog(seed=0, epochs=100, batch_size=16, lr=0.01, threads=1, end_key=False, top_g=2)
     without_end.fit(train)
@@ -64,9 +53,9 @@ def test_top_g_rule_and_end_key_are_what_decide():
 
 def test_same_seed_same_scores():
     rng = np.random.default_rng(2)
-    res = resources()
-    train = MethodInput([normal(rng) for _ in range(100)], res)
-    test = MethodInput([normal(rng) for _ in range(10)] + [np.asarray([0, 2, 1, 3, 4])], res)
+    res = key_resources()
+    train = MethodInput([normal_keys(rng) for _ in range(100)], res)
+    test = MethodInput([normal_keys(rng) for _ in range(10)] + [np.asarray([0, 2, 1, 3, 4])], res)
     a, b = (DeepLog(seed=3, epochs=5, batch_size=32, threads=1) for _ in range(2))
     a.fit(train)
     b.fit(train)
@@ -75,9 +64,9 @@ def test_same_seed_same_scores():
 
 def test_threshold_on_validation_uses_val_labels_only_when_asked():
     rng = np.random.default_rng(3)
-    res = resources()
-    train = MethodInput([normal(rng) for _ in range(200)], res)
-    val = MethodInput([normal(rng) for _ in range(20)] + [np.asarray([0, 1, 6, 3, 4])], res,
+    res = key_resources()
+    train = MethodInput([normal_keys(rng) for _ in range(200)], res)
+    val = MethodInput([normal_keys(rng) for _ in range(20)] + [np.asarray([0, 1, 6, 3, 4])], res,
                       labels=np.array([0] * 20 + [1]))
     model = DeepLog(seed=0, epochs=100, batch_size=16, lr=0.01, threads=1, threshold="val", top_g=2)
     model.fit(train, val)

@@ -9,10 +9,9 @@ full-data figures (see docs/baselines.md).
 
 from __future__ import annotations
 
-import zlib
+from functools import partial
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from logllm.baselines.base import REGISTRY
@@ -21,6 +20,8 @@ from logllm.baselines.templates import build_resources
 from logllm.data.dataset import PreparedData
 from logllm.data.options import PrepareOptions
 from logllm.data.prepare import prepare
+
+from .conftest import bag_of_words
 
 pytestmark = pytest.mark.integration
 
@@ -34,14 +35,6 @@ FAST = {
 }
 
 
-def bag_of_words(texts: list[str]) -> np.ndarray:
-    out = np.zeros((len(texts), 64), dtype=np.float32)
-    for i, text in enumerate(texts):
-        for word in text.split():
-            out[i] += np.random.default_rng(zlib.crc32(word.encode())).standard_normal(64)
-    return out
-
-
 @pytest.fixture(scope="module")
 def hdfs_slice(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
     folder = shared_data / "HDFS_2pct"
@@ -50,7 +43,7 @@ def hdfs_slice(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("hdfs_slice") / "prepared"
     prepare(options, out)
     data = PreparedData(out)
-    resources = build_resources(data, vector_fn=bag_of_words, store=False)
+    resources = build_resources(data, vector_fn=partial(bag_of_words, width=64), store=False)
     inputs = build_inputs(data, resources, "semi-supervised")
     assert 2000 <= len(inputs.train) + len(inputs.test) <= 6000
     assert inputs.train.labels is None and inputs.test_labels.sum() >= 10

@@ -5,25 +5,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from logllm.baselines.base import REGISTRY, MethodInput, Resources
+from logllm.baselines.base import REGISTRY, MethodInput
 from logllm.baselines.fastlogad import FastLogAD
 
-TEXTS = ["open <*>", "alloc <*>", "write <*> bytes", "ack <*>", "close <*>", "verify <*>", "disk error <*>"]
-
-
-def resources() -> Resources:
-    return Resources(TEXTS, np.arange(1, len(TEXTS) + 1), ["<unknown>", *TEXTS])
-
-
-def normal(rng: np.random.Generator) -> np.ndarray:
-    return np.asarray([0, 1] + [2] * int(rng.integers(1, 5)) + [3, 4] + ([5] if rng.random() < 0.5 else []))
+from .conftest import key_resources, normal_keys
 
 
 def test_fastlogad_scores_anomalies_above_normal_sequences():
     rng = np.random.default_rng(0)
-    res = resources()
-    train = MethodInput([normal(rng) for _ in range(300)], res)
-    normals = [normal(rng) for _ in range(30)]
+    res = key_resources()
+    train = MethodInput([normal_keys(rng) for _ in range(300)], res)
+    normals = [normal_keys(rng) for _ in range(30)]
     anomalies = [
         np.asarray([0, 1, 2, 6, 3, 4]),  # unseen key
         np.asarray([0, 3, 2, 2, 1, 4]),  # alloc and ack swapped
@@ -44,13 +36,13 @@ def test_fastlogad_scores_anomalies_above_normal_sequences():
 
 def test_pseudo_anomalies_change_only_masked_keys_to_other_keys():
     rng = np.random.default_rng(1)
-    res = resources()
-    train = MethodInput([normal(rng) for _ in range(60)], res)
+    res = key_resources()
+    train = MethodInput([normal_keys(rng) for _ in range(60)], res)
     model = FastLogAD(seed=0, gen_steps=30, disc_steps=1, width=32, ff=64, threads=1, exclude_top=1)
     model.fit(train)
     from logllm.baselines.logbert import pad_batch
 
-    x = pad_batch(model._keys(MethodInput([normal(rng) for _ in range(16)], res), "t"), model.symbols.dist)
+    x = pad_batch(model._keys(MethodInput([normal_keys(rng) for _ in range(16)], res), "t"), model.symbols.dist)
     fake, replaced = model.pseudo_anomalies(x, torch.Generator().manual_seed(0))
     assert (fake[~replaced] == x[~replaced]).all()
     assert (fake[replaced] != x[replaced]).all()
@@ -61,9 +53,9 @@ def test_pseudo_anomalies_change_only_masked_keys_to_other_keys():
 
 def test_same_seed_same_scores():
     rng = np.random.default_rng(2)
-    res = resources()
-    train = MethodInput([normal(rng) for _ in range(40)], res)
-    test = MethodInput([normal(rng) for _ in range(5)], res)
+    res = key_resources()
+    train = MethodInput([normal_keys(rng) for _ in range(40)], res)
+    test = MethodInput([normal_keys(rng) for _ in range(5)], res)
     a, b = (FastLogAD(seed=1, gen_steps=5, disc_steps=5, threads=1) for _ in range(2))
     a.fit(train)
     b.fit(train)

@@ -2,40 +2,23 @@
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 
 from logllm.baselines.base import REGISTRY, MethodInput, Resources
 from logllm.baselines.loganomaly import LogAnomaly
+
+from .conftest import bag_of_words, key_resources, normal_keys
 
 TEXTS = ["open file <*>", "alloc block <*>", "write <*> bytes to block", "ack block <*>", "close file <*>",
          "verify block <*>", "disk failure on device <*>",
          "write <*> bytes to block again"]  # last: never in training, nearly the same words as message 2
 
 
-def bag_of_words(texts: list[str]) -> np.ndarray:
-    """A stand-in for the sentence encoder: sum of fixed random word vectors (similar texts, similar vectors)."""
-    out = np.zeros((len(texts), 32), dtype=np.float32)
-    for i, text in enumerate(texts):
-        for word in text.split():
-            out[i] += np.random.default_rng(zlib.crc32(word.encode())).standard_normal(32)
-    return out
-
-
-def resources() -> Resources:
-    return Resources(TEXTS, np.arange(1, len(TEXTS) + 1), ["<unknown>", *TEXTS], _vector_fn=bag_of_words)
-
-
-def normal(rng: np.random.Generator) -> np.ndarray:
-    return np.asarray([0, 1] + [2] * int(rng.integers(1, 5)) + [3, 4] + ([5] if rng.random() < 0.5 else []))
-
-
 def test_loganomaly_flags_broken_order_and_matches_similar_new_template():
     rng = np.random.default_rng(0)
-    res = resources()
-    train = MethodInput([normal(rng) for _ in range(300)], res)
-    normals = [normal(rng) for _ in range(30)]
+    res = key_resources(TEXTS, bag_of_words)
+    train = MethodInput([normal_keys(rng) for _ in range(300)], res)
+    normals = [normal_keys(rng) for _ in range(30)]
     new_but_similar = [np.asarray([0, 1, 2, 7, 3, 4])]  # "write ... again" where a write may stand
     anomalies = [
         np.asarray([0, 1, 2, 6, 3, 4]),  # a failure message in the middle

@@ -5,25 +5,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from logllm.baselines.base import REGISTRY, MethodInput, Resources
+from logllm.baselines.base import REGISTRY, MethodInput
 from logllm.baselines.logbert import KeyTransformer, LogBERT, pad_batch, quantile_threshold
 
-TEXTS = ["open <*>", "alloc <*>", "write <*> bytes", "ack <*>", "close <*>", "verify <*>", "disk error <*>"]
-
-
-def resources() -> Resources:
-    return Resources(TEXTS, np.arange(1, len(TEXTS) + 1), ["<unknown>", *TEXTS])
-
-
-def normal(rng: np.random.Generator) -> np.ndarray:
-    return np.asarray([0, 1] + [2] * int(rng.integers(1, 5)) + [3, 4] + ([5] if rng.random() < 0.5 else []))
+from .conftest import key_resources, normal_keys
 
 
 def test_logbert_flags_broken_sequences_and_keeps_normal_ones():
     rng = np.random.default_rng(0)
-    res = resources()
-    train = MethodInput([normal(rng) for _ in range(300)], res)
-    normals = [normal(rng) for _ in range(30)]
+    res = key_resources()
+    train = MethodInput([normal_keys(rng) for _ in range(300)], res)
+    normals = [normal_keys(rng) for _ in range(30)]
     anomalies = [
         np.asarray([0, 1, 2, 6, 3, 4]),  # unseen key
         np.asarray([0, 3, 2, 2, 1, 4]),  # alloc and ack swapped
@@ -42,11 +34,11 @@ def test_logbert_flags_broken_sequences_and_keeps_normal_ones():
 
 def test_score_is_deterministic_and_masks_every_key_once():
     rng = np.random.default_rng(1)
-    res = resources()
-    train = MethodInput([normal(rng) for _ in range(50)], res)
+    res = key_resources()
+    train = MethodInput([normal_keys(rng) for _ in range(50)], res)
     model = LogBERT(seed=0, steps=5, threads=1, mask_ratio=0.25)
     model.fit(train)
-    test = MethodInput([normal(rng) for _ in range(5)], res)
+    test = MethodInput([normal_keys(rng) for _ in range(5)], res)
     np.testing.assert_array_equal(model.score(test), model.score(test))
     # Scores are shares of keys (end key included): multiples of 1/length.
     lengths = np.array([len(s) + 1 for s in test.messages])

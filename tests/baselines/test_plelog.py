@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 
-from logllm.baselines.base import REGISTRY, MethodInput, Resources
+from logllm.baselines.base import REGISTRY, MethodInput
 from logllm.baselines.plelog import PLELog
+
+from .conftest import bag_of_words, key_resources, normal_keys
 
 TEXTS = ["open file <*>", "alloc block <*>", "write <*> bytes to block", "ack block <*>", "close file <*>",
          "verify block <*>", "disk failure exception on device <*>", "timeout exception while reading <*>"]
-
-
-def bag_of_words(texts: list[str]) -> np.ndarray:
-    """A stand-in for the sentence encoder: sum of fixed random word vectors."""
-    out = np.zeros((len(texts), 32), dtype=np.float32)
-    for i, text in enumerate(texts):
-        for word in text.split():
-            out[i] += np.random.default_rng(zlib.crc32(word.encode())).standard_normal(32)
-    return out
-
-
-def resources() -> Resources:
-    return Resources(TEXTS, np.arange(1, len(TEXTS) + 1), ["<unknown>", *TEXTS], _vector_fn=bag_of_words)
-
-
-def normal(rng: np.random.Generator) -> np.ndarray:
-    return np.asarray([0, 1] + [2] * int(rng.integers(1, 5)) + [3, 4] + ([5] if rng.random() < 0.5 else []))
 
 
 def anomalous(rng: np.random.Generator) -> np.ndarray:
@@ -37,11 +20,11 @@ def anomalous(rng: np.random.Generator) -> np.ndarray:
 
 def data(seed: int):
     rng = np.random.default_rng(seed)
-    res = resources()
-    train = MethodInput([normal(rng) for _ in range(200)], res)
-    val_seqs = [normal(rng) for _ in range(80)] + [anomalous(rng) for _ in range(20)]
+    res = key_resources(TEXTS, bag_of_words)
+    train = MethodInput([normal_keys(rng) for _ in range(200)], res)
+    val_seqs = [normal_keys(rng) for _ in range(80)] + [anomalous(rng) for _ in range(20)]
     val = MethodInput(val_seqs, res, labels=np.array([0] * 80 + [1] * 20))
-    test = MethodInput([normal(rng) for _ in range(30)] + [anomalous(rng) for _ in range(10)], res)
+    test = MethodInput([normal_keys(rng) for _ in range(30)] + [anomalous(rng) for _ in range(10)], res)
     return train, val, test
 
 
