@@ -393,15 +393,6 @@ class _Preparer:
             # lines, and digit normalisation changes digits only.
             rows = _fixed_rows(arr, id_start, int(mlen.max()))
             sess = pl.DataFrame({"line": line, "sid": _binary_rows(rows, mlen[m]).cast(pl.String)})
-        most = int(counts.max())
-        if keys is not None and most <= 8:  # a line naming the same id twice joins that session once
-            # A line's ids are consecutive rows: compare each with the few before it.
-            keep = np.ones(len(line), dtype=bool)
-            for d in range(1, most):
-                keep[d:] &= (line[d:] != line[:-d]) | (keys[d:] != keys[:-d])
-            if not keep.all():
-                sess = sess.filter(pl.Series(keep))
-            return sess
         multi = counts[line] >= 2
         if multi.any():  # a line naming the same id twice joins that session once
             keep = np.ones(len(line), dtype=bool)
