@@ -74,6 +74,38 @@ def test_loss_is_cross_entropy_on_answer_tokens_only(model: LogLLM) -> None:
     assert not torch.allclose(ours, flipped)
 
 
+def test_repeated_rows_go_through_the_decoder_once_with_the_same_loss_and_gradient(model: LogLLM) -> None:
+    """A batch with repeats has the loss and gradient of the same batch computed row by row."""
+    model.eval()  # no dropout, so the comparison is exact up to rounding
+    seqs = [SEQS[0], SEQS[1], SEQS[0], SEQS[3], SEQS[0], SEQS[1]]
+    labels = [0, 1, 0, 0, 1, 1]  # SEQS[0] twice as normal and once as anomalous: different rows
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def loss_and_grads(fn):
+        model.zero_grad()
+        value = fn()
+        value.backward()
+        return value.detach(), [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in params]
+
+    rows_seen = []
+    hook = model.decoder.register_forward_pre_hook(
+        lambda _m, _a, kw: rows_seen.append(kw["inputs_embeds"].shape[0]), with_kwargs=True)
+    try:
+        batched, batched_grads = loss_and_grads(lambda: model.loss(MESSAGES, seqs, labels))
+    finally:
+        hook.remove()
+    assert rows_seen == [4]  # (SEQS[0], 0), (SEQS[1], 1), (SEQS[3], 0), (SEQS[0], 1)
+
+    # Reference: each row alone, weighted by its answer tokens, as the mean over the whole batch.
+    tokens = [len(model.prompt.answers[y]) for y in labels]
+    reference, reference_grads = loss_and_grads(lambda: sum(
+        model.loss(MESSAGES, [s], [y]) * n for s, y, n in zip(seqs, labels, tokens, strict=True)) / sum(tokens))
+    assert torch.allclose(batched, reference, atol=1e-6)
+    for got, want in zip(batched_grads, reference_grads, strict=True):
+        assert torch.allclose(got, want, atol=1e-6, rtol=1e-4)
+    assert any(g.abs().sum() > 0 for g in batched_grads)
+
+
 def test_loss_gradient_reaches_every_trainable_part(model: LogLLM) -> None:
     model.train()
     model.loss(MESSAGES, SEQS[:3], [0, 1, 0]).backward()

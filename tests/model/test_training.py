@@ -207,6 +207,27 @@ def test_lr_decays_ten_times_per_stage_and_epochs_reshuffle(tiny_prepared: Path,
     assert np.array_equal(first, trainer.epoch_order(1, 0))
 
 
+def test_group_by_length_rearranges_the_same_samples_into_even_micro_batches(tiny_prepared: Path,
+                                                                            tiny_encoder: Path, tmp_path: Path):
+    plain = Trainer(tiny_config(tiny_encoder, group_by_length=0), tiny_prepared, tmp_path / "a", progress=False)
+    whole = Trainer(tiny_config(tiny_encoder, group_by_length=100), tiny_prepared, tmp_path / "b", progress=False)
+    for trainer in (plain, whole):
+        trainer.setup()
+    stage = 3  # 24 samples, micro-batches of 4
+    before, after = plain.epoch_order(stage, 0), whole.epoch_order(stage, 0)
+    assert np.array_equal(np.sort(before), np.sort(after)) and not np.array_equal(before, after)
+    assert np.array_equal(after, whole.epoch_order(stage, 0)) and not np.array_equal(after, whole.epoch_order(stage, 1))
+    key = whole._length_key
+    batches = [after[i: i + 4].tolist() for i in range(0, len(after), 4)]
+    # One window holds the whole epoch: sorted, the micro-batches follow one another without overlap.
+    spans = sorted((min(map(key, b)), max(map(key, b))) for b in batches)
+    assert all(hi <= lo for (_, hi), (lo, _) in zip(spans, spans[1:]))
+    def padding(batches: list[list[int]]) -> int:
+        return sum(max(key(i)[0] for i in b) - key(i)[0] for b in batches for i in b)
+
+    assert padding(batches) < padding([before[i: i + 4].tolist() for i in range(0, len(before), 4)])
+
+
 def test_resume_reaches_the_same_weights(tiny_prepared: Path, tiny_encoder: Path, tmp_path: Path):
     config = tiny_config(tiny_encoder)
     full = train_run(config, tiny_prepared, tmp_path / "full", progress=False)

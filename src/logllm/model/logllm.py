@@ -270,28 +270,38 @@ class LogLLM(torch.nn.Module):
         """Mean cross-entropy over the answer tokens of a batch (the prompt and messages carry no loss).
 
         texts: the table of distinct masked messages; sequences: message ids into it; labels: 0/1.
-        Each distinct message used in the batch is encoded once (with gradients if the encoder trains).
+        Each distinct message used in the batch is encoded once (with gradients if the encoder trains),
+        and identical (sequence, label) rows go through the decoder once, their loss counted as often
+        as they occur: the value and gradient are those of the full batch (up to float rounding and
+        dropout, which a repeated row shares), at the cost of its distinct rows.
         """
         if len(sequences) != len(labels) or not sequences:
             raise ValueError(f"loss: {len(sequences)} sequences and {len(labels)} labels; need equal, non-zero")
         bad = sorted({int(y) for y in labels} - set(self.prompt.answers))
         if bad:
             raise ValueError(f"loss: labels must be 0 (normal) or 1 (anomalous), got {bad}; drop unlabeled sequences")
-        seqs = self._canonical(texts, sequences)
-        used = sorted({i for s in seqs for i in s})
+        counts: dict[tuple[tuple[int, ...], int], int] = {}
+        for seq, label in zip(self._canonical(texts, sequences), labels, strict=True):
+            key = (seq, int(label))
+            counts[key] = counts.get(key, 0) + 1
+        rows = list(counts)
+        used = sorted({i for s, _ in rows for i in s})
         local = {g: j for j, g in enumerate(used)}
         projected = self._project(texts, used)  # (m, H)
-        answers = [self.prompt.answers[int(label)] for label in labels]
-        embeds, mask, positions = self._decoder_inputs([[local[i] for i in s] for s in seqs], projected, answers)
+        answers = [self.prompt.answers[label] for _, label in rows]
+        embeds, mask, positions = self._decoder_inputs([[local[i] for i in s] for s, _ in rows], projected, answers)
         keep = max(len(a) for a in answers) + 1
-        logits = self._last_logits(embeds, mask, positions, keep)  # (B, keep, V)
+        logits = self._last_logits(embeds, mask, positions, keep)  # (R, keep, V)
         # Rows end with their answer; the logit at position p predicts the token at p + 1.
-        targets = torch.full((len(seqs), keep - 1), IGNORE, dtype=torch.long)
-        for b, answer in enumerate(answers):
-            targets[b, keep - 1 - len(answer):] = torch.tensor(answer)
-        return torch.nn.functional.cross_entropy(
+        targets = torch.full((len(rows), keep - 1), IGNORE, dtype=torch.long)
+        for r, answer in enumerate(answers):
+            targets[r, keep - 1 - len(answer):] = torch.tensor(answer)
+        token_loss = torch.nn.functional.cross_entropy(
             logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.to(self.device).reshape(-1),
-            ignore_index=IGNORE)
+            ignore_index=IGNORE, reduction="none").reshape(len(rows), keep - 1)
+        weight = torch.tensor([counts[k] for k in rows], dtype=token_loss.dtype, device=token_loss.device)
+        n_tokens = sum(counts[k] * len(a) for k, a in zip(rows, answers, strict=True))
+        return (token_loss.sum(dim=1) * weight).sum() / n_tokens
 
     def label_logits(self, projected: torch.Tensor, rows: Sequence[Sequence[int]]) -> torch.Tensor:
         """(B, 2) logits of the (normal, anomalous) tokens at the label position, one decoder pass."""

@@ -270,11 +270,32 @@ class Trainer:
     # -- sampling ------------------------------------------------------------------------------
 
     def epoch_order(self, stage_index: int, epoch: int) -> np.ndarray:
-        """Training-sample indices of one epoch: a seeded permutation, capped at the stage's max_samples."""
-        stage = self.config.stages[stage_index]
-        rng = np.random.default_rng([self.config.seed, stage_index, epoch])
+        """Training-sample indices of one epoch: a seeded permutation, capped at the stage's max_samples.
+
+        With ``group_by_length`` each window of that many micro-batches is sorted by (length, label,
+        messages), cut into micro-batches, and the epoch's micro-batches are shuffled (seeded).
+        """
+        cfg = self.config
+        stage = cfg.stages[stage_index]
+        rng = np.random.default_rng([cfg.seed, stage_index, epoch])
         order = self.samples[rng.permutation(len(self.samples))]
-        return order[: stage.max_samples] if stage.max_samples is not None else order
+        if stage.max_samples is not None:
+            order = order[: stage.max_samples]
+        if not cfg.group_by_length:
+            return order
+        window, mb = cfg.group_by_length * cfg.micro_batch, cfg.micro_batch
+        batches = []
+        for start in range(0, len(order), window):
+            part = sorted(order[start: start + window].tolist(), key=self._length_key)
+            batches += [part[i: i + mb] for i in range(0, len(part), mb)]
+        # The last (possibly short) micro-batch stays last, so every group keeps micro_batch rows but one.
+        head, tail = batches[:-1], batches[-1:]
+        head = [head[i] for i in rng.permutation(len(head))]
+        return np.asarray([i for b in head + tail for i in b], dtype=self.samples.dtype)
+
+    def _length_key(self, i: int) -> tuple[int, int, list[int]]:
+        seq = self.train_ids[i][: self.config.model.max_messages]
+        return len(seq), int(self.train_labels[i]), seq
 
     def _groups(self, order: np.ndarray) -> list[list[np.ndarray]]:
         mb, ga = self.config.micro_batch, self.config.grad_accum
