@@ -146,6 +146,7 @@ def test_hdfs_fast_session_ids_match_per_line_regex(tmp_path: Path, monkeypatch:
     """Session ids copied out of the raw bytes at the offsets found in the distinct lines equal the
     per-line regex's; where the offsets cannot be trusted the per-line way is used (same output)."""
     from logllm.data import prepare as prep
+    from logllm.data import threads
 
     used: list[bool] = []
     original = prep._Preparer._fast_sessions
@@ -156,6 +157,7 @@ def test_hdfs_fast_session_ids_match_per_line_regex(tmp_path: Path, monkeypatch:
         return out
 
     monkeypatch.setattr(prep._Preparer, "_fast_sessions", spy)
+    monkeypatch.setattr(threads, "MIN_PARALLEL_BYTES", 1)  # byte passes and block ids in two threads
     log = tmp_path / "x.log"
     log.write_bytes(text.encode())
     prepare(PrepareOptions(family="hdfs", inputs=(str(log),)), tmp_path / "fast")

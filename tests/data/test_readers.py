@@ -111,3 +111,25 @@ def test_chunk_line_starts_point_at_each_line(tmp_path: Path, kw: dict) -> None:
     assert all(text.startswith(b"line %d" % n) for n, text in seen)
     data = b"a\n" * 3000
     assert newline_offsets(data, block=1000).tolist() == [i for i, c in enumerate(data) if c == 10]
+
+
+@pytest.mark.parametrize("min_bytes", [1, 1 << 40])  # split over threads, and not
+def test_threaded_byte_passes_match_plain_python(monkeypatch: pytest.MonkeyPatch, min_bytes: int) -> None:
+    import numpy as np
+
+    from logllm.data import threads
+    from logllm.data.masking import DIGITS_TO_ZERO_BYTES, digits_to_zero_array
+    from logllm.data.readers import count_lines
+
+    monkeypatch.setattr(threads, "MIN_PARALLEL_BYTES", min_bytes)
+    rng = np.random.default_rng(0)
+    for size in (0, 1, 7, 1001, 65_537):
+        raw = rng.choice(np.frombuffer(b"0123456789\nab \xc3\xa9", dtype=np.uint8), size=size)
+        data = raw.tobytes()
+        # Blocks smaller than a part, so blocks and parts both have ragged ends.
+        assert digits_to_zero_array(raw, block=1000) == data.translate(DIGITS_TO_ZERO_BYTES)
+        assert count_lines(raw, block=1000) == (data.count(b"\n"), data.isascii())
+    seen: list[tuple[int, int]] = []
+    results = threads.in_parts(lambda lo, hi: seen.append((lo, hi)) or (lo, hi), 10, min_bytes=min_bytes)
+    assert results == sorted(seen)  # in part order, whichever thread finished first
+    assert results[0][0] == 0 and results[-1][1] == 10 and all(a[1] == b[0] for a, b in zip(results, results[1:]))

@@ -21,11 +21,15 @@ does this on raw bytes); a test checks the property.
 
 from __future__ import annotations
 
+import io
 import re
+from functools import partial
 from typing import Literal
 
 import numpy as np
 import polars as pl
+
+from logllm.data.threads import in_parts
 
 MaskMode = Literal["paper", "none"]
 MASK_MODES: tuple[str, ...] = ("paper", "none")
@@ -116,9 +120,26 @@ def digits_to_zero(text: str) -> str:
 def digits_to_zero_array(arr: np.ndarray, block: int = 1 << 24) -> bytes:
     """:func:`digits_to_zero` on raw bytes (a uint8 array; UTF-8 continuation bytes are never ASCII
     digits), as a new ``bytes``: ``bytes(arr).translate(DIGITS_TO_ZERO_BYTES)`` without the copy to
-    ``bytes`` first, done by numpy (SIMD) in blocks; few blocks, because each numpy call releases the
-    GIL and a helper thread running Python could keep it for up to a switch interval."""
-    out = np.empty(len(arr), dtype=np.uint8)
+    ``bytes`` first, done by numpy (SIMD) in blocks of at most ``block`` bytes, the two halves of a
+    large array in two threads (numpy releases the GIL).
+
+    numpy writes straight into the buffer of a ``BytesIO``, whose ``getvalue()`` then hands that
+    buffer out as the ``bytes`` object (CPython does not copy it), so there is no ``tobytes`` copy."""
+    n = len(arr)
+    if n == 0:
+        return b""
+    sink = io.BytesIO()
+    sink.seek(n - 1)
+    sink.write(b"\0")  # an n-byte buffer
+    with sink.getbuffer() as view:
+        out = np.frombuffer(view, dtype=np.uint8)
+        in_parts(partial(_digits_to_zero_part, arr, out, block), n)
+        del out  # the export must end before getvalue()
+    return sink.getvalue()
+
+
+def _digits_to_zero_part(arr: np.ndarray, out: np.ndarray, block: int, lo: int, hi: int) -> None:
+    arr, out = arr[lo:hi], out[lo:hi]
     d = np.empty(min(block, len(arr)), dtype=np.uint8)
     is_digit = np.empty(len(d), dtype=bool)
     for i in range(0, len(arr), block):
@@ -128,4 +149,3 @@ def digits_to_zero_array(arr: np.ndarray, block: int = 1 << 24) -> bytes:
         np.less(d[:k], 10, out=is_digit[:k])
         np.multiply(d[:k], is_digit[:k], out=d[:k])  # a digit's distance from "0", else 0
         np.subtract(a, d[:k], out=out[i: i + k])
-    return out.tobytes()

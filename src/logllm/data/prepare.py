@@ -25,6 +25,7 @@ import polars as pl
 from numpy.lib.stride_tricks import sliding_window_view
 
 from logllm import __version__
+from logllm.data import threads
 from logllm.data.dataset import MESSAGE_SCHEMA, write_prepared
 from logllm.data.labels import read_labels
 from logllm.data.masking import digits_to_zero_array, mask_series
@@ -181,7 +182,7 @@ def _block_id_keys(arr: np.ndarray, start: np.ndarray, length: np.ndarray, negat
     The digits are right-aligned in a 24-byte field read as three little-endian uint64 words (first
     byte lowest), the bytes before the digits are set to "0", and each word's 8 digits are converted
     at once (SWAR: pairs, then quads, then octets of digits). Blocks of ``block`` ids keep the
-    temporaries small (no page faults for chunk-sized ones). Grouping lines into sessions then hashes
+    temporaries small (no page faults for chunk-sized ones); the halves of many ids run in two threads. Grouping lines into sessions then hashes
     integers instead of strings, and only the distinct ids are spelled out.
     """
     n = len(start)
@@ -190,12 +191,18 @@ def _block_id_keys(arr: np.ndarray, start: np.ndarray, length: np.ndarray, negat
     if not n or int(digits.min()) < 1 or int(digits.max()) > 19 or int(end.min()) < 24:
         return None
     keys = np.empty(n, dtype=np.int64)
-    for i in range(0, n, block):
-        part = _block_id_values(arr, end[i: i + block], digits[i: i + block], negative[i: i + block])
-        if part is None:
-            return None
-        keys[i: i + block] = part
-    return keys
+
+    def fill(lo: int, hi: int) -> bool:
+        for i in range(lo, hi, block):
+            j = min(i + block, hi)
+            part = _block_id_values(arr, end[i:j], digits[i:j], negative[i:j])
+            if part is None:
+                return False
+            keys[i:j] = part
+        return True
+
+    # An id is about 32 bytes of numpy work: split as a byte pass of that size would be.
+    return keys if all(threads.in_parts(fill, n, min_bytes=threads.MIN_PARALLEL_BYTES // 32)) else None
 
 
 def _block_id_values(arr: np.ndarray, end: np.ndarray, digits: np.ndarray,

@@ -1,0 +1,35 @@
+"""Byte-array passes split over threads: numpy releases the GIL inside its loops, so two halves of a
+large array are processed at once on two cores."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+
+#: Arrays shorter than this are processed in the calling thread (a thread hand-off costs more).
+MIN_PARALLEL_BYTES = 4 << 20
+_pool: ThreadPoolExecutor | None = None
+
+
+def _workers() -> int:
+    return max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+def in_parts(fn: Callable[[int, int], T], n: int, min_bytes: int | None = None) -> list[T]:
+    """``[fn(lo, hi) for each part]`` over ``range(n)`` cut into up to two contiguous parts, run in
+    parallel when ``n >= min_bytes`` (default :data:`MIN_PARALLEL_BYTES`) and more than one core is
+    available; results in part order."""
+    global _pool
+    parts = _workers() if n >= (MIN_PARALLEL_BYTES if min_bytes is None else min_bytes) else 1
+    if parts == 1:
+        return [fn(0, n)]
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=parts - 1, thread_name_prefix="logllm-part")
+    cuts = [n * k // parts for k in range(parts + 1)]
+    others = [_pool.submit(fn, cuts[k], cuts[k + 1]) for k in range(1, parts)]
+    first = fn(cuts[0], cuts[1])
+    return [first, *(f.result() for f in others)]
