@@ -117,11 +117,13 @@ def digits_to_zero(text: str) -> str:
     return text.translate(_DIGITS_STR)
 
 
-def digits_to_zero_array(arr: np.ndarray, block: int = 1 << 24) -> bytes:
+def digits_to_zero_array(arr: np.ndarray, block: int = 1 << 20) -> bytes:
     """:func:`digits_to_zero` on raw bytes (a uint8 array; UTF-8 continuation bytes are never ASCII
     digits), as a new ``bytes``: ``bytes(arr).translate(DIGITS_TO_ZERO_BYTES)`` without the copy to
     ``bytes`` first, done by numpy (SIMD) in blocks of at most ``block`` bytes, the two halves of a
-    large array in two threads (numpy releases the GIL).
+    large array in two threads (numpy releases the GIL). Small blocks keep the temporaries small: a
+    fresh chunk-sized numpy array costs 20-80 ms of page faults in a new process (numpy asks for huge
+    pages above 4 MB), more than the arithmetic.
 
     numpy writes straight into the buffer of a ``BytesIO``, whose ``getvalue()`` then hands that
     buffer out as the ``bytes`` object (CPython does not copy it), so there is no ``tobytes`` copy."""
