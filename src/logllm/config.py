@@ -115,9 +115,9 @@ class TrainConfig:
     max_grad_norm: float | None = None
     """Clip the gradient norm to this value before each step; None = no clipping (the reference's choice)."""
     group_by_length: int = 0
-    """Sort each run of this many micro-batches of an epoch's shuffled samples by length (then content,
-    so repeats share a micro-batch, where `loss` computes them once), cut it into micro-batches and
-    shuffle those: less padding and fewer decoder rows per step (0 = plain shuffled order)."""
+    """Sort each run of this many micro-batches of an epoch's shuffled samples by (length, label,
+    messages), so repeats share a micro-batch, where `loss` computes them once; cut it into
+    micro-batches and shuffle those: less padding and fewer decoder rows per step (0 = plain order)."""
     beta: float = 0.3
     """Minority oversampling target proportion (METHOD.md section 4); 0 turns oversampling off."""
     checkpoint_every: int = 0

@@ -437,7 +437,8 @@ class Detector:
     (``flagged``, ``all``, ``none``); explain_by: leave out single lines (``position``) or every
     line of a masked text at once (``text``), see `logllm.explain`; explain_repeats: let the top-k
     list the same masked message more than once (by default each listed line is the best-ranked line
-    of a different message, with its number of ``occurrences`` in the sequence); batch_size: sequences per model call (speed only);
+    of a different message, with its number of ``occurrences`` in the sequence); batch_size:
+    sequences per model call (speed only);
     max_open_sessions / max_session_lines: memory bounds of session sequencing;
     wall_clock_timeout: also close idle sessions by wall-clock time (follow mode);
     max_cached_texts: distinct messages kept in the model's vector cache before it restarts.

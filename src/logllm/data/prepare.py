@@ -182,8 +182,9 @@ def _block_id_keys(arr: np.ndarray, start: np.ndarray, length: np.ndarray, negat
     The digits are right-aligned in a 24-byte field read as three little-endian uint64 words (first
     byte lowest), the bytes before the digits are set to "0", and each word's 8 digits are converted
     at once (SWAR: pairs, then quads, then octets of digits). Blocks of ``block`` ids keep the
-    temporaries small (no page faults for chunk-sized ones); the halves of many ids run in two threads. Grouping lines into sessions then hashes
-    integers instead of strings, and only the distinct ids are spelled out.
+    temporaries small (no page faults for chunk-sized ones); the halves of many ids run in two
+    threads. Grouping lines into sessions then hashes integers instead of strings, and only the
+    distinct ids are spelled out.
     """
     n = len(start)
     digits = length - 4 - negative

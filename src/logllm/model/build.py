@@ -198,9 +198,8 @@ def tiny_llama(config: ModelConfig, tokenizer: Any, attention: str | None = None
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.cls_token_id,
         eos_token_id=tokenizer.sep_token_id,
+        attn_implementation=attention,  # None: the library's default
     )
-    if attention:
-        cfg._attn_implementation = attention
     return LlamaForCausalLM(cfg)
 
 

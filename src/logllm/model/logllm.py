@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -280,11 +281,8 @@ class LogLLM(torch.nn.Module):
         bad = sorted({int(y) for y in labels} - set(self.prompt.answers))
         if bad:
             raise ValueError(f"loss: labels must be 0 (normal) or 1 (anomalous), got {bad}; drop unlabeled sequences")
-        counts: dict[tuple[tuple[int, ...], int], int] = {}
-        for seq, label in zip(self._canonical(texts, sequences), labels, strict=True):
-            key = (seq, int(label))
-            counts[key] = counts.get(key, 0) + 1
-        rows = list(counts)
+        counts = Counter(zip(self._canonical(texts, sequences), map(int, labels), strict=True))
+        rows = list(counts)  # distinct (sequence, label) rows, in order of first appearance
         used = sorted({i for s, _ in rows for i in s})
         local = {g: j for j, g in enumerate(used)}
         projected = self._project(texts, used)  # (m, H)
