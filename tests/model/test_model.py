@@ -106,6 +106,34 @@ def test_repeated_rows_go_through_the_decoder_once_with_the_same_loss_and_gradie
     assert any(g.abs().sum() > 0 for g in batched_grads)
 
 
+def test_gradients_are_bit_identical_run_to_run_with_two_threads(model: LogLLM) -> None:
+    """The same batch gives the same gradient bits every time on a 2-thread CPU (seeded runs repeat).
+
+    Long rows that repeat a few messages make the decoder-input gather add many gradients into the
+    same table row; the backward of ``table[index]`` did that in a thread-dependent order.
+    """
+    model.eval()
+    # 16 distinct rows of 80 messages (within the tiny BERT's 128 positions): enough rows and repeats
+    # that the old gather's backward differed between runs here.
+    seqs = np.random.default_rng(0).integers(0, 6, (16, 80)).tolist()
+    labels = [i % 2 for i in range(16)]
+    params = [p for p in model.parameters() if p.requires_grad]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        runs = []
+        for _ in range(4):
+            model.zero_grad()
+            model.loss(MESSAGES, seqs, labels).backward()
+            runs.append([p.grad.clone() if p.grad is not None else None for p in params])
+    finally:
+        torch.set_num_threads(threads)
+    assert any(g is not None and g.abs().sum() > 0 for g in runs[0])
+    for run in runs[1:]:
+        for got, want in zip(run, runs[0], strict=True):
+            assert (got is None and want is None) or torch.equal(got, want)
+
+
 def test_loss_gradient_reaches_every_trainable_part(model: LogLLM) -> None:
     model.train()
     model.loss(MESSAGES, SEQS[:3], [0, 1, 0]).backward()

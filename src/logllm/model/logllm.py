@@ -172,7 +172,7 @@ class LogLLM(torch.nn.Module):
         self.encoder.train(was_training)
         inverse = torch.empty(len(order), dtype=torch.long)
         inverse[torch.tensor(order)] = torch.arange(len(order))
-        return torch.cat(chunks)[inverse.to(self.device)]
+        return torch.index_select(torch.cat(chunks), 0, inverse.to(self.device))
 
     def freeze_encoder_cache(self, texts: Sequence[str]) -> None:
         """Encode each distinct text once (no grad) and keep the vectors while the encoder stays frozen.
@@ -250,8 +250,12 @@ class LogLLM(torch.nn.Module):
             index[b, length - len(r):] = r
             mask[b, length - len(r):] = 1
             positions[b, length - len(r):] = np.arange(len(r))
-        index_t = torch.from_numpy(index).to(self.device)
-        return (table[index_t], torch.from_numpy(mask).to(self.device),
+        # index_select, not ``table[index]``: the backward of advanced indexing (index_put_ with
+        # accumulate) adds repeated rows in a thread-dependent order on the CPU, so two runs with the
+        # same seed differed; index_select's backward (index_add_) is ordered, and faster.
+        flat = torch.from_numpy(index.reshape(-1)).to(self.device)
+        embeds = torch.index_select(table, 0, flat).view(len(index_rows), length, table.shape[1])
+        return (embeds, torch.from_numpy(mask).to(self.device),
                 torch.from_numpy(positions).to(self.device))
 
     def _last_logits(self, embeds: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
