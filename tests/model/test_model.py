@@ -228,3 +228,24 @@ def test_bfloat16_decoder_scores_close_to_float32(tiny_config) -> None:
     assert half.decoder.get_input_embeddings().weight.dtype == torch.bfloat16
     np.testing.assert_allclose(half.score(MESSAGES, SEQS), full.score(MESSAGES, SEQS), atol=0.05)
     assert torch.isfinite(half.loss(MESSAGES, SEQS[:2], [0, 1]))
+
+
+@pytest.mark.parametrize("name", ["bert-causal", "gpt2", "tiny-llama"])
+def test_decoder_dropout_sets_the_decoders_dropout_only(tiny_models, name: str) -> None:
+    config = _configs(tiny_models)[name].replace(decoder_dropout=0.25)
+    model = LogLLM.build(config, seed=0)
+    keys = [k for k in ("hidden_dropout_prob", "attention_probs_dropout_prob", "attention_dropout", "resid_pdrop",
+                        "embd_pdrop", "attn_pdrop") if hasattr(model.decoder.config, k)]
+    assert keys and all(getattr(model.decoder.config, k) == 0.25 for k in keys)
+    dropouts = [m.p for m in model.decoder.modules() if isinstance(m, torch.nn.Dropout)]
+    assert all(p == 0.25 for p in dropouts)
+    assert {m.p for m in model.encoder.modules() if isinstance(m, torch.nn.Dropout)} != {0.25}  # untouched
+    default = LogLLM.build(_configs(tiny_models)[name], seed=0)
+    assert all(getattr(default.decoder.config, k) != 0.25 for k in keys)
+
+
+def test_decoder_dropout_out_of_range_is_a_config_error(tiny_config) -> None:
+    from logllm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="decoder_dropout"):
+        tiny_config.replace(decoder_dropout=1.5)

@@ -21,6 +21,10 @@ from logllm.model.hub import resolve
 
 log = logging.getLogger(__name__)
 
+# Dropout probabilities in Hugging Face decoder configs (BERT, Llama and kin, GPT-2, others).
+DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "attention_dropout", "resid_pdrop",
+                "embd_pdrop", "attn_pdrop", "hidden_dropout", "dropout")
+
 # BERT-family configs that can run as causal decoders once `is_decoder=True`.
 _BERT_LIKE = {"bert", "roberta", "xlm-roberta", "camembert", "electra", "ernie"}
 
@@ -180,6 +184,20 @@ def build_encoder(config: ModelConfig, device: torch.device, weights: str | Path
     return model
 
 
+def set_dropout(cfg: Any, value: float | None, what: str) -> None:
+    """Set every dropout probability that the Hugging Face config ``cfg`` has to ``value`` (None: keep)."""
+    if value is None:
+        return
+    keys = [k for k in DROPOUT_KEYS if isinstance(getattr(cfg, k, None), (int, float))]
+    if not keys:
+        raise ConfigError(f"model.{what}_dropout = {value}: the {cfg.model_type} config has none of the dropout "
+                          f"settings {list(DROPOUT_KEYS)}; leave it null")
+    before = {k: getattr(cfg, k) for k in keys}
+    for k in keys:
+        setattr(cfg, k, float(value))
+    log.info("%s dropout set to %s (was %s)", what, value, before)
+
+
 def tiny_llama(config: ModelConfig, tokenizer: Any, attention: str | None = None) -> Any:
     """A compact Llama-architecture decoder over the encoder tokenizer's vocabulary (random init)."""
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -200,6 +218,7 @@ def tiny_llama(config: ModelConfig, tokenizer: Any, attention: str | None = None
         eos_token_id=tokenizer.sep_token_id,
         attn_implementation=attention,  # None: the library's default
     )
+    set_dropout(cfg, config.decoder_dropout, "decoder")
     return LlamaForCausalLM(cfg)
 
 
@@ -233,6 +252,7 @@ def build_decoder(config: ModelConfig, device: torch.device, encoder_tokenizer: 
         # embeddings (the MLM head's transform and bias are not in sentence-transformers checkpoints).
         cfg.is_decoder = True
         cfg.tie_word_embeddings = True
+    set_dropout(cfg, config.decoder_dropout, "decoder")
     kwargs = _load_kwargs(config, device)
     attention = decoder_attention(config, device)
     if attention:

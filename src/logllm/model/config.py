@@ -53,6 +53,9 @@ class ModelConfig:
     decoder: ``tiny-llama`` (a Llama-architecture decoder built from ``decoder_layers/width/heads`` with
         the encoder's tokenizer, trained from scratch), ``minilm-causal`` (the bundled MiniLM loaded as
         a BERT causal decoder, LM head tied to the word embeddings), or any causal-LM id / local path.
+    decoder_dropout: sets every dropout probability the decoder's Hugging Face config has (BERT's hidden
+        and attention dropout, Llama's attention_dropout, GPT-2's resid/embd/attn_pdrop); None keeps the
+        checkpoint's values. Llama (the paper's decoder) has none; a BERT checkpoint carries 0.1.
     max_messages: longer sequences keep their first ``max_messages`` messages (counted and logged).
     max_message_tokens: each message is truncated to this many encoder tokens (counted and logged).
     decoder_lora / encoder_lora: LoRA adapters (None = the part is trained in full).
@@ -74,6 +77,7 @@ class ModelConfig:
     dtype: str = "float32"
     device: str = "auto"
     decoder_intermediate: int | None = None  # tiny-llama MLP width; None = 4 x decoder_width
+    decoder_dropout: float | None = None  # the decoder's dropout probabilities; None = its checkpoint's own
 
     def __post_init__(self) -> None:
         self.validate()
@@ -87,6 +91,9 @@ class ModelConfig:
         if self.decoder == "tiny-llama" and self.decoder_width % self.decoder_heads:
             raise ConfigError(f"model.decoder_width ({self.decoder_width}) must be divisible by "
                               f"model.decoder_heads ({self.decoder_heads})")
+        if self.decoder_dropout is not None and not (isinstance(self.decoder_dropout, (int, float))
+                                                     and 0.0 <= self.decoder_dropout < 1.0):
+            raise ConfigError(f"model.decoder_dropout must be in [0, 1) or null, got {self.decoder_dropout!r}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"model.dtype must be one of {DTYPES}, got {self.dtype!r}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
