@@ -231,7 +231,7 @@ def test_bfloat16_decoder_scores_close_to_float32(tiny_config) -> None:
 
 
 @pytest.mark.parametrize("name", ["bert-causal", "gpt2", "tiny-llama"])
-def test_decoder_dropout_sets_the_decoders_dropout_only(tiny_models, name: str) -> None:
+def test_decoder_dropout_sets_the_decoders_dropout_only(tiny_models, name: str, tmp_path) -> None:
     config = _configs(tiny_models)[name].replace(decoder_dropout=0.25)
     model = LogLLM.build(config, seed=0)
     keys = [k for k in ("hidden_dropout_prob", "attention_probs_dropout_prob", "attention_dropout", "resid_pdrop",
@@ -242,6 +242,9 @@ def test_decoder_dropout_sets_the_decoders_dropout_only(tiny_models, name: str) 
     assert {m.p for m in model.encoder.modules() if isinstance(m, torch.nn.Dropout)} != {0.25}  # untouched
     default = LogLLM.build(_configs(tiny_models)[name], seed=0)
     assert all(getattr(default.decoder.config, k) != 0.25 for k in keys)
+    loaded = LogLLM.from_pretrained(model.save_pretrained(tmp_path / "m"))  # the setting travels with the model
+    assert loaded.config.decoder_dropout == 0.25
+    assert all(m.p == 0.25 for m in loaded.decoder.modules() if isinstance(m, torch.nn.Dropout))
 
 
 def test_decoder_dropout_out_of_range_is_a_config_error(tiny_config) -> None:
