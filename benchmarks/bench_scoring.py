@@ -114,9 +114,9 @@ def main() -> None:
         model = LogLLM.build(preset(args.preset).replace(device="cpu"), seed=args.seed)
         what = f"preset {args.preset} (untrained, seed {args.seed})"
     model.eval()
-    cfg = model.config
+    cfg, dec = model.config, model.decoder.config  # the decoder's own sizes (decoder_layers etc. are tiny-llama's)
     print(f"model: {what}: encoder {cfg.encoder}, decoder {cfg.decoder} "
-          f"(layers {cfg.decoder_layers}, width {cfg.decoder_width}, heads {cfg.decoder_heads})")
+          f"(layers {dec.num_hidden_layers}, width {dec.hidden_size}, heads {dec.num_attention_heads})")
     print(f"data: {source}; torch threads {torch.get_num_threads()}")
 
     occurrences = sum(min(len(s), cfg.max_messages) for s in sequences)
