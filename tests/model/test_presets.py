@@ -47,6 +47,17 @@ def test_paper_preset_is_the_papers_setting() -> None:
     assert paper.encoder_lora == LoraSpec(r=4, alpha=32, dropout=0.01, target_modules=["query", "value"])
     small = PRESETS["small"]
     assert small.encoder == "minilm" and not small.quantize_4bit and small.device == "auto"
+    assert small.decoder == "minilm-causal" and small.decoder_dropout == 0.0  # Llama has no dropout either
+
+
+def test_small_stages_follow_the_papers_structure_with_caps() -> None:
+    from logllm.config import paper_stages, preset
+
+    small, paper = preset("small"), paper_stages()
+    assert [(s.name, s.trainable, s.lr) for s in small.stages] == [(s.name, s.trainable, s.lr) for s in paper]
+    assert [s.epochs for s in small.stages] == [s.epochs for s in paper] == [1, 1, 1, 2]
+    assert [s.max_samples for s in small.stages] == [1000, 1000, 500, 8000]
+    assert small.model.decoder_dropout == 0.0 and small.effective_batch == 16
 
 
 def test_paper_quantisation_and_lora_objects() -> None:
