@@ -196,12 +196,12 @@ class TrainConfig:
 def _small_stages() -> list[StageConfig]:
     # The paper's stage structure, learning rates and stage-3 epoch count with per-epoch sample caps,
     # so that the whole run takes minutes on a 2-core CPU (docs/model.md has the measurements behind
-    # the choice: two stage-3 epochs of 8,000 fresh samples each beat one epoch of all on validation).
+    # the choice: two stage-3 epochs of 7,000 fresh samples each beat one epoch of all on validation).
     return [
         StageConfig("1", ["decoder"], lr=5e-4, epochs=1, max_samples=1000),
         StageConfig("2a", ["projector"], lr=5e-4, epochs=1, max_samples=1000),
         StageConfig("2b", ["projector", "encoder"], lr=5e-5, epochs=1, max_samples=500),
-        StageConfig("3", ["encoder", "projector", "decoder"], lr=5e-5, epochs=2, max_samples=8000),
+        StageConfig("3", ["encoder", "projector", "decoder"], lr=5e-5, epochs=2, max_samples=7000),
     ]
 
 
