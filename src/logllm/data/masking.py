@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Callable
 from functools import partial
 from typing import Literal
 
@@ -125,19 +126,52 @@ def digits_to_zero_array(arr: np.ndarray, block: int = 1 << 20) -> bytes:
     fresh chunk-sized numpy array costs 20-80 ms of page faults in a new process (numpy asks for huge
     pages above 4 MB), more than the arithmetic.
 
-    numpy writes straight into the buffer of a ``BytesIO``, whose ``getvalue()`` then hands that
-    buffer out as the ``bytes`` object (CPython does not copy it), so there is no ``tobytes`` copy."""
+    numpy writes straight into the buffer of a new ``bytes`` object, so there is no ``tobytes`` copy.
+    ``bytes(n)`` is allocated with ``calloc``, which for a large size maps fresh zero pages without
+    writing them, and ``PyBytes_AsString`` gives its buffer, which may be written while the object is
+    new and unshared (as in the C API's ``PyBytes_FromStringAndSize(NULL, n)`` idiom): each page is
+    then faulted in once, by the thread that writes it. Without ctypes (and for sizes below 2, where
+    CPython may hand out a cached object) the buffer of a ``BytesIO`` is used instead, whose
+    ``getvalue()`` hands it out without a copy; CPython zeroes that buffer first, which costs about
+    as much again as the work on a large chunk."""
     n = len(arr)
     if n == 0:
         return b""
+    fill = partial(_digits_to_zero_part, arr)
+    if _bytes_view is not None and n >= 2:
+        out = bytes(n)
+        in_parts(partial(fill, _bytes_view(out), block), n)
+        return out
     sink = io.BytesIO()
     sink.seek(n - 1)
     sink.write(b"\0")  # an n-byte buffer
     with sink.getbuffer() as view:
-        out = np.frombuffer(view, dtype=np.uint8)
-        in_parts(partial(_digits_to_zero_part, arr, out, block), n)
-        del out  # the export must end before getvalue()
+        buffer = np.frombuffer(view, dtype=np.uint8)
+        in_parts(partial(fill, buffer, block), n)
+        del buffer  # the export must end before getvalue()
     return sink.getvalue()
+
+
+def _bytes_view_function() -> Callable[[bytes], np.ndarray] | None:
+    """A function giving a writable uint8 view of a ``bytes`` object's buffer (``PyBytes_AsString``
+    through ctypes), or None where ctypes or that function is missing; see :func:`digits_to_zero_array`
+    for when writing is allowed."""
+    try:
+        import ctypes
+
+        address = ctypes.pythonapi.PyBytes_AsString
+    except (ImportError, AttributeError):  # no ctypes, or not CPython
+        return None
+    address.restype = ctypes.c_void_p
+    address.argtypes = [ctypes.py_object]
+
+    def view(data: bytes) -> np.ndarray:
+        return np.frombuffer((ctypes.c_ubyte * len(data)).from_address(address(data)), dtype=np.uint8)
+
+    return view
+
+
+_bytes_view = _bytes_view_function()
 
 
 def _digits_to_zero_part(arr: np.ndarray, out: np.ndarray, block: int, lo: int, hi: int) -> None:
