@@ -231,6 +231,14 @@ def _block_id_values(arr: np.ndarray, end: np.ndarray, digits: np.ndarray,
     return keys
 
 
+def _import_lazy_modules() -> None:
+    """Import the numpy submodules that numpy loads on first use and a run needs (``numpy.ma``: polars
+    looks for masked arrays whenever it builds a Series from an array; ``numpy.random``: the split),
+    about 20 ms, in the helper thread while the main thread works, instead of on the main thread."""
+    import numpy.ma  # noqa: F401
+    import numpy.random  # noqa: F401
+
+
 class _Preparer:
     def __init__(self, options: PrepareOptions, chunk_bytes: int | None, progress: bool):
         self.o = options
@@ -420,6 +428,7 @@ class _Preparer:
             labels = (pool.submit(read_labels, o.labels) if o.labels and o.sequence_kind == "sessions"
                       else None)
             self.versions = pool.submit(library_versions)
+            pool.submit(_import_lazy_modules)
             splits = self._run(labels)
             self.versions = self.versions.result()
             return splits
