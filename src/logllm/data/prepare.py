@@ -124,6 +124,7 @@ class _Counts:
 
 
 _MAX_SESSION_ID_BYTES = 256  # longer session ids take the per-line path
+_MAX_NUMPY_REPEATS = 8  # integer session ids of lines with more matches are deduplicated in polars
 
 
 def _fixed_rows(arr: np.ndarray, start: np.ndarray, width: int) -> np.ndarray:
@@ -402,6 +403,16 @@ class _Preparer:
         keys = None
         if rx == HDFS_SESSION_REGEX:  # HDFS block ids as integers; "-" (byte 4) is in the distinct line
             keys = _block_id_keys(arr, id_start, mlen[m], (blob_arr[spans[:, 0] + 4] == ord("-"))[m])
+        most = int(counts.max())
+        if keys is not None and most <= _MAX_NUMPY_REPEATS:
+            # A line naming the same id twice joins that session once: matches of a line are
+            # consecutive, so a repeat has its first occurrence at most most - 1 places before it.
+            repeat = np.zeros(len(line), dtype=bool)
+            for k in range(1, most):
+                repeat[k:] |= (line[k:] == line[:-k]) & (keys[k:] == keys[:-k])
+            if repeat.any():
+                line, keys = line[~repeat], keys[~repeat]
+            return pl.DataFrame({"line": line, "sid": keys})
         if keys is not None:
             sess = pl.DataFrame({"line": line, "sid": keys})
         else:
