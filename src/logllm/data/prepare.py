@@ -261,6 +261,8 @@ class _Preparer:
         self.sessions: list[pl.DataFrame] = []
         self.kept = 0
         self.no_session = 0
+        self._helper: ThreadPoolExecutor | None = None  # see run()
+        self.versions: Future[dict] | dict | None = None
 
     # ---- per chunk -----------------------------------------------------------------------------
     def _where(self, chunk: LineChunk, idx: int) -> str:
@@ -281,6 +283,7 @@ class _Preparer:
         sess = None
         if self.fast:
             normalised = digits_to_zero_array(chunk.array)
+            self._start_helper_work()
             codes, uniq, first = distinct_lines(normalised, n)
             del normalised
             batch = self.keep_parser.parse(uniq, source=source,
@@ -292,6 +295,7 @@ class _Preparer:
             if self.session_rx:
                 sess = self._fast_sessions(chunk, uniq, batch.content, codes)
         else:
+            self._start_helper_work()
             lines = lines_series(chunk.data, n)
             batch = self.keep_parser.parse(lines, source=source, first_line=chunk.first_line)
             mid = self.messages.map(mask_series(batch.content, o.mask))
@@ -434,15 +438,27 @@ class _Preparer:
         kwargs = {"chunk_bytes": self.chunk_bytes} if self.chunk_bytes else {}
         self.reader = LineReader(o.inputs, o.start_line, o.end_line, **kwargs)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare") as pool:
-            # The labels file is read, and library versions for the manifest (importlib.metadata reads
-            # files) are looked up, in a helper thread while the main thread reads the first chunk.
+            # The labels file is read in a helper thread while the main thread reads the first chunk
+            # (mostly in polars, without the GIL). Work that holds the GIL (library versions for the
+            # manifest: importlib.metadata parses files in Python; numpy's lazily imported modules)
+            # is handed to it once the first chunk is digit-normalised: until then the main thread's
+            # two-thread numpy passes take the GIL between blocks, and each hand-off from a thread
+            # that runs Python can cost a switch interval (5 ms).
             labels = (pool.submit(read_labels, o.labels) if o.labels and o.sequence_kind == "sessions"
                       else None)
-            self.versions = pool.submit(library_versions)
-            pool.submit(_import_lazy_modules)
+            self._helper = pool
             splits = self._run(labels)
+            self._start_helper_work()
+            assert isinstance(self.versions, Future)
             self.versions = self.versions.result()
             return splits
+
+    def _start_helper_work(self) -> None:
+        """Hand the GIL-bound side work to the helper thread (once)."""
+        if self._helper is not None:
+            self._helper.submit(_import_lazy_modules)
+            self.versions = self._helper.submit(library_versions)
+            self._helper = None
 
     def _run(self, labels: Future[pl.DataFrame] | None) -> tuple[dict[str, pl.DataFrame], dict]:
         o = self.o
