@@ -21,8 +21,6 @@ import hashlib
 import logging
 import mmap
 import os
-import sys
-import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -136,17 +134,6 @@ def check_inputs(paths: list[str] | tuple[str, ...], what: str = "--log") -> lis
     return out
 
 
-def lower_priority(increment: int = 10) -> None:
-    """Lower the priority of the calling thread (Linux: ``nice`` applies per thread); a no-op where
-    that is not supported."""
-    if sys.platform.startswith("linux"):
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
-                           os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) + increment)
-        except OSError:
-            pass
-
-
 def _hash_file(digest: hashlib._Hash, path: str) -> None:
     with open(path, "rb") as raw:
         for block in iter(lambda: raw.read(1 << 24), b""):
@@ -198,10 +185,8 @@ class LineReader:
         self.invalid_utf8 = 0
 
     def __iter__(self) -> Iterator[LineChunk]:
-        # Hashing runs in a helper thread (hashlib releases the GIL) while chunks are processed, at a
-        # lower priority: its result is needed only once the last chunk of a file is processed, so
-        # it takes the cores the processing leaves idle instead of slowing its two-thread passes.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256", initializer=lower_priority) as pool:
+        # Hashing runs in a helper thread (hashlib releases the GIL) while chunks are processed.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as pool:
             yield from self._iter(pool)
 
     def _iter(self, pool: ThreadPoolExecutor) -> Iterator[LineChunk]:
