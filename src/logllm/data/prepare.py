@@ -13,9 +13,11 @@ identical output (tested).
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,7 +32,7 @@ from logllm.data.dataset import MESSAGE_SCHEMA, write_prepared
 from logllm.data.labels import read_labels
 from logllm.data.masking import digits_to_zero_array, mask_series
 from logllm.data.options import HDFS_SESSION_REGEX, WINDOWED_FAMILIES, PrepareOptions, parse_duration
-from logllm.data.parsing import LineParser, _clip
+from logllm.data.parsing import LineParser, ParsedBatch, _clip
 from logllm.data.readers import LineChunk, LineReader, distinct_lines, lines_series
 from logllm.data.splits import chronological_bounds, random_split
 from logllm.data.windows import SEQ_AGG, SEQUENCE_COLUMNS, fixed_windows, time_windows
@@ -262,6 +264,7 @@ class _Preparer:
         self.kept = 0
         self.no_session = 0
         self._helper: ThreadPoolExecutor | None = None  # see run()
+        self._parse_pool: ThreadPoolExecutor | None = None
         self.versions: Future[dict] | dict | None = None
 
     # ---- per chunk -----------------------------------------------------------------------------
@@ -286,14 +289,25 @@ class _Preparer:
             self._start_helper_work()
             codes, uniq, first = distinct_lines(normalised, n)
             del normalised
-            batch = self.keep_parser.parse(uniq, source=source,
-                                           line_numbers=pl.Series(first + chunk.first_line, dtype=pl.UInt64))
-            mid = self.messages.ids_of(mask_series(batch.content, o.mask))[codes]
+            line_numbers = pl.Series(first + chunk.first_line, dtype=pl.UInt64)
+
+            def parse_and_mask() -> tuple[ParsedBatch, np.ndarray]:
+                batch = self.keep_parser.parse(uniq, source=source, line_numbers=line_numbers)
+                return batch, self.messages.ids_of(mask_series(batch.content, o.mask))
+
+            if self.session_rx:
+                # Parsing and masking the distinct lines (polars) and finding the session ids (numpy)
+                # are independent: the first runs in a helper thread while this thread does the second.
+                parsing = self._parse_pool.submit(parse_and_mask) if self._parse_pool else None
+                done = parsing.result if parsing is not None else functools.cache(parse_and_mask)
+                sess = self._fast_sessions(chunk, uniq, lambda: done()[0].content, codes)
+                batch, ids = done()
+            else:
+                batch, ids = parse_and_mask()
+            mid = ids[codes]
             label = batch.label.fill_null(-1).to_numpy()[codes]
             parsed = batch.parsed.to_numpy()[codes]
             truncated = batch.truncated_rows.to_numpy()[codes] if batch.truncated else None
-            if self.session_rx:
-                sess = self._fast_sessions(chunk, uniq, batch.content, codes)
         else:
             self._start_helper_work()
             lines = lines_series(chunk.data, n)
@@ -347,18 +361,26 @@ class _Preparer:
             self.sessions.append(pl.DataFrame({"pos": pos[rows[ok]], "sid": sess["sid"].filter(pl.Series(ok))}))
         self.kept += int(keep.sum())
 
-    def _fast_sessions(self, chunk: LineChunk, uniq: pl.Series, content: pl.Series,
+    def _fast_sessions(self, chunk: LineChunk, uniq: pl.Series, content: Callable[[], pl.Series],
                        codes: np.ndarray) -> pl.DataFrame | None:
         """Session ids of a chunk without a regex pass over its raw text; None -> use the per-line way.
 
         Digit normalisation keeps every byte offset, so an id sits in a raw line exactly where its
         match sits in the line's distinct normalised line: the regex runs over the distinct lines only,
         and numpy copies the id bytes out of the raw chunk at line start + offset in the distinct line.
+        ``content()`` gives the content of the distinct lines, asked for last (it may still be being
+        parsed in another thread).
         """
-        rx = self.session_rx
-        in_line = uniq.str.count_matches(rx).to_numpy().astype(np.int64)
-        if not (in_line == content.str.count_matches(rx).to_numpy()).all():
+        in_line = uniq.str.count_matches(self.session_rx).to_numpy().astype(np.int64)
+        sess = self._session_ids_at_offsets(chunk, uniq, in_line, codes)
+        if not (in_line == content().str.count_matches(self.session_rx).to_numpy()).all():
             return None  # a header names a session id: only matches in the content count
+        return sess
+
+    def _session_ids_at_offsets(self, chunk: LineChunk, uniq: pl.Series, in_line: np.ndarray,
+                                codes: np.ndarray) -> pl.DataFrame | None:
+        """:meth:`_fast_sessions` given ``in_line``, the number of matches in each distinct line."""
+        rx = self.session_rx
         counts = in_line[codes]
         total = int(counts.sum())
         if total == 0:
@@ -437,7 +459,8 @@ class _Preparer:
         o = self.o
         kwargs = {"chunk_bytes": self.chunk_bytes} if self.chunk_bytes else {}
         self.reader = LineReader(o.inputs, o.start_line, o.end_line, **kwargs)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare") as pool:
+        with (ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare") as pool,
+              ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare-parse") as self._parse_pool):
             # The labels file is read in a helper thread while the main thread reads the first chunk
             # (mostly in polars, without the GIL). Work that holds the GIL (library versions for the
             # manifest: importlib.metadata parses files in Python; numpy's lazily imported modules)
