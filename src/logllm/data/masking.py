@@ -174,10 +174,13 @@ def _bytes_view_function() -> Callable[[bytes], np.ndarray] | None:
 _bytes_view = _bytes_view_function()
 
 
-def _digits_to_zero_part(arr: np.ndarray, out: np.ndarray, block: int, lo: int, hi: int) -> None:
+def _digits_to_zero_part(arr: np.ndarray, out: np.ndarray, block: int, lo: int, hi: int,
+                         count: bool = False) -> tuple[int, int]:
+    """The digit pass over ``arr[lo:hi]``; with ``count``, also ``(number of "\\n", largest byte)``."""
     arr, out = arr[lo:hi], out[lo:hi]
     d = np.empty(min(block, len(arr)), dtype=np.uint8)
     is_digit = np.empty(len(d), dtype=bool)
+    lines, top = 0, 0
     for i in range(0, len(arr), block):
         a = arr[i: i + block]
         k = len(a)
@@ -185,3 +188,8 @@ def _digits_to_zero_part(arr: np.ndarray, out: np.ndarray, block: int, lo: int, 
         np.less(d[:k], 10, out=is_digit[:k])
         np.multiply(d[:k], is_digit[:k], out=d[:k])  # a digit's distance from "0", else 0
         np.subtract(a, d[:k], out=out[i: i + k])
+        if count:
+            np.equal(a, 10, out=is_digit[:k])
+            lines += int(np.count_nonzero(is_digit[:k]))
+            top = max(top, int(a.max()))
+    return lines, top

@@ -285,7 +285,10 @@ class _Preparer:
         timestamp = None
         sess = None
         if self.fast:
-            normalised = digits_to_zero_array(chunk.array)
+            normalised = chunk.digits_zeroed  # made by the reader in its counting pass
+            chunk.digits_zeroed = None
+            if normalised is None:
+                normalised = digits_to_zero_array(chunk.array)
             self._start_helper_work()
             codes, uniq, first = distinct_lines(normalised, n)
             del normalised
@@ -458,7 +461,7 @@ class _Preparer:
     def run(self) -> tuple[dict[str, pl.DataFrame], dict]:
         o = self.o
         kwargs = {"chunk_bytes": self.chunk_bytes} if self.chunk_bytes else {}
-        self.reader = LineReader(o.inputs, o.start_line, o.end_line, **kwargs)
+        self.reader = LineReader(o.inputs, o.start_line, o.end_line, zero_digits=self.fast, **kwargs)
         with (ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare") as pool,
               ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare-parse") as self._parse_pool):
             # The labels file is read in a helper thread while the main thread reads the first chunk

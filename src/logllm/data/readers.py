@@ -24,11 +24,15 @@ import os
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from logllm.data.masking import _bytes_view as bytes_view
+from logllm.data.masking import _digits_to_zero_part as digits_to_zero_part
+from logllm.data.masking import digits_to_zero_array
 from logllm.data.threads import in_parts
 from logllm.errors import DataError
 
@@ -66,6 +70,9 @@ class LineChunk:
     #: Byte offsets of the ``n_lines`` line ends (None when not computed: the reader lists them only
     #: where it cuts a line range); ``line_starts`` finds them when asked.
     newlines: np.ndarray | None = None
+    #: The lines with every ASCII digit replaced by "0" (``digits_to_zero_array``), when the reader
+    #: made that copy in its counting pass (``LineReader(zero_digits=True)``); else None.
+    digits_zeroed: bytes | None = None
 
     @property
     def data(self) -> bytes:
@@ -116,6 +123,16 @@ def count_lines(arr: np.ndarray, block: int = 1 << 20) -> tuple[int, bool]:
 
     found = in_parts(count, len(arr))
     return sum(n for n, _ in found), max(top for _, top in found) < 128
+
+
+def count_lines_and_zero_digits(arr: np.ndarray, block: int = 1 << 20) -> tuple[int, bool, bytes]:
+    """``count_lines(arr) + (digits_to_zero_array(arr),)`` in one blockwise pass: each block is
+    counted while it is in cache for the digit pass (the halves of a large array in two threads)."""
+    if len(arr) < 2 or bytes_view is None:
+        return (*count_lines(arr, block), digits_to_zero_array(arr, block))
+    out = bytes(len(arr))  # see digits_to_zero_array
+    found = in_parts(partial(digits_to_zero_part, arr, bytes_view(out), block, count=True), len(arr))
+    return sum(n for n, _ in found), max(top for _, top in found) < 128, out
 
 
 def check_inputs(paths: list[str] | tuple[str, ...], what: str = "--log") -> list[InputFile]:
@@ -175,8 +192,10 @@ class LineReader:
     """
 
     def __init__(self, paths: list[str] | tuple[str, ...], start_line: int | None = None,
-                 end_line: int | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES, what: str = "--log"):
+                 end_line: int | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES, what: str = "--log",
+                 zero_digits: bool = False):
         self.inputs = check_inputs(paths, what)
+        self.zero_digits = zero_digits
         self.start_line = start_line or 1
         self.end_line = end_line
         self.chunk_bytes = chunk_bytes
@@ -203,7 +222,12 @@ class LineReader:
                     blocks = self._mapped_blocks(info.path, pool, digest, hashing)
                 for block in blocks:
                     arr = block if isinstance(block, np.ndarray) else np.frombuffer(block, dtype=np.uint8)
-                    n, ascii_only = count_lines(arr)
+                    zeroed = None
+                    if self.zero_digits and global_line + 1 >= self.start_line and (
+                            self.end_line is None or global_line < self.end_line):  # starts in range
+                        n, ascii_only, zeroed = count_lines_and_zero_digits(arr)
+                    else:
+                        n, ascii_only = count_lines(arr)
                     lo, hi = global_line + 1, global_line + n  # global numbers of this chunk's lines
                     first_in_file = file_line + 1
                     file_line += n
@@ -220,17 +244,18 @@ class LineReader:
                         start = 0 if a == 0 else int(nl[a - 1]) + 1
                         block = block[start: int(nl[b]) + 1]
                         nl = nl[a: b + 1] - start
+                        zeroed = None
                     first = first_in_file + (keep_lo - lo)
                     bad: list[int] = []
                     if not ascii_only:
                         block, bad = fix_utf8(bytes(block), first)
                     if bad:
-                        nl = None  # replacement characters moved the line ends
+                        nl = zeroed = None  # replacement characters moved the line ends
                         self.invalid_utf8 += len(bad)
                         log.warning("%s: %d line(s) with invalid UTF-8 decoded with replacement "
                                     "(first: line %d)", info.path, len(bad), bad[0])
                     self.lines_in_range += keep_hi - keep_lo + 1
-                    yield LineChunk(index, first, block, keep_hi - keep_lo + 1, bad, nl)
+                    yield LineChunk(index, first, block, keep_hi - keep_lo + 1, bad, nl, zeroed)
             except (OSError, EOFError, gzip.BadGzipFile) as err:
                 raise DataError(f"{info.path}: cannot read ({err}); is the file complete?") from err
             if file_line == 0:
