@@ -150,13 +150,17 @@ def _starts_from_lengths(arr: np.ndarray, length: np.ndarray) -> np.ndarray | No
     has ``length[i]`` bytes before its ``\\n``; None if not. No pass over the bytes: the lengths cut
     ``arr`` into as many pieces as it has line ends, and if every piece ends in ``\\n`` the pieces are
     the lines (n pieces each holding at least one of the n line ends hold exactly one)."""
-    ends = np.cumsum(length + 1)
-    if not len(ends) or int(ends[-1]) != len(arr) or not (arr[ends - 1] == 10).all():
-        return None
-    starts = np.empty(len(ends), dtype=np.int64)
+    starts = np.empty(len(length) + 1, dtype=np.int64)
     starts[0] = 0
-    starts[1:] = ends[:-1]
-    return starts
+    np.add(length, 1, out=starts[1:])
+    np.cumsum(starts, out=starts)  # starts[i + 1]: the end of line i, past its "\n"
+    if not len(length) or int(starts[-1]) != len(arr):
+        return None
+    ends = starts[1:]
+    ends -= 1
+    ok = (arr[ends] == 10).all()
+    ends += 1
+    return starts[:-1] if ok else None
 
 
 def _binary_rows(rows: np.ndarray, length: np.ndarray) -> pl.Series:
@@ -404,12 +408,18 @@ class _Preparer:
         rel, mlen = spans[:, 0] - ustart[k], spans[:, 1] - spans[:, 0]
         if int(mlen.max()) > _MAX_SESSION_ID_BYTES:
             return None
-        # Match j of raw line i is match ptr[codes[i]] + j of the distinct lines.
-        line = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+        # Match j of raw line i is match ptr[codes[i]] + j of the distinct lines. (Built from
+        # per-line arrays, in place where possible: each chunk-sized temporary is fresh memory.)
         ptr = np.zeros(len(in_line) + 1, dtype=np.int64)
         np.cumsum(in_line, out=ptr[1:])
+        shift = ptr[codes]
         ends = np.cumsum(counts)
-        m = ptr[codes[line]] + (np.arange(total, dtype=np.int64) - np.repeat(ends - counts, counts))
+        shift -= ends
+        shift += counts  # ptr[codes[i]] - (index of the first match of raw line i)
+        del ends
+        m = np.repeat(shift, counts)
+        del shift
+        m += np.arange(total, dtype=np.int64)
         # Each raw line has the length of its distinct line (so the offsets carry over; a line end
         # "\r\n" counts as "\n"), and each id starts with its match's first bytes.
         arr = chunk.array
@@ -425,13 +435,18 @@ class _Preparer:
                 cr[cr] = arr[starts[cr] + want[cr]] == 13
                 if not ((raw_len == want) | cr).all():
                     return None
-        id_start, blob_arr = starts[line] + rel[m], np.frombuffer(blob, dtype=np.uint8)
+        del want
+        id_start = np.repeat(starts, counts)
+        del starts
+        id_start += rel[m]
+        blob_arr = np.frombuffer(blob, dtype=np.uint8)
         # Spot check: each id starts with its match's first byte.
         if not (arr[id_start] == blob_arr[spans[:, 0]][m]).all():
             return None
         keys = None
         if rx == HDFS_SESSION_REGEX:  # HDFS block ids as integers; "-" (byte 4) is in the distinct line
             keys = _block_id_keys(arr, id_start, mlen[m], (blob_arr[spans[:, 0] + 4] == ord("-"))[m])
+        line = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
         most = int(counts.max())
         if keys is not None and most <= _MAX_NUMPY_REPEATS:
             # A line naming the same id twice joins that session once: matches of a line are
