@@ -176,6 +176,8 @@ def _low_bytes(k: int) -> int:
 
 #: ``_LEADING[k]``: per word of a 24-byte field, the mask of the bytes among its first ``k``.
 _LEADING = np.array([[_low_bytes(k - 8 * j) for j in range(3)] for k in range(25)], dtype=np.uint64)
+#: ``_DIGIT_BYTES[d]``: the mask of the last ``d`` bytes of a 24-byte field (d <= 24).
+_DIGIT_BYTES = ~_LEADING[24 - np.arange(25)]
 _POW10 = np.array([10**k for k in range(20)], dtype=np.uint64)
 
 
@@ -217,17 +219,16 @@ def _block_id_values(arr: np.ndarray, end: np.ndarray, digits: np.ndarray,
                      negative: np.ndarray) -> np.ndarray | None:
     """The keys of :func:`_block_id_keys` for ids ending at ``end`` with ``digits`` digits."""
     x = sliding_window_view(arr, 24)[end - 24].view("<u8")  # (n, 3): a copy of each id's last 24 bytes
-    zeros = np.uint64(0x3030303030303030)  # "00000000"
-    lead = _LEADING[24 - digits]
-    x &= ~lead
-    x |= zeros & lead
-    x -= zeros  # each byte holds its digit (0 before the first digit)
-    tmp = np.empty_like(x)
-    for mul, shift, mask in ((10, 8, 0x00FF00FF00FF00FF), (100, 16, 0x0000FFFF0000FFFF), (10000, 32, 0xFFFFFFFF)):
-        np.right_shift(x, np.uint64(shift), out=tmp)
-        x *= np.uint64(mul)
-        x += tmp
+    x ^= np.uint64(0x3030303030303030)  # "0".."9" -> 0..9 (no borrows, unlike a subtraction)
+    x &= _DIGIT_BYTES[digits]  # each byte holds its digit (0 before the first digit)
+    # Pairs, quads, octets of digits: lane = high digits * 10^k + low digits, in place (the first
+    # digit is the lowest byte; the products' spill into the next lane is masked off or shifted out).
+    x *= np.uint64(10 * 2**8 + 1)
+    x >>= np.uint64(8)
+    for mul, shift, mask in ((100 * 2**16 + 1, 16, 0x00FF00FF00FF00FF), (10000 * 2**32 + 1, 32, 0x0000FFFF0000FFFF)):
         x &= np.uint64(mask)
+        x *= np.uint64(mul)
+        x >>= np.uint64(shift)
     value = x[:, 0] * np.uint64(10**16) + x[:, 1] * np.uint64(10**8) + x[:, 2]
     if ((value < _POW10[digits - 1]) & (digits > 1)).any():
         return None  # a leading zero
