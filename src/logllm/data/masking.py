@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Literal
 
 import numpy as np
 import polars as pl
 
-from logllm.data.threads import in_parts
+from logllm.data.threads import in_blocks
 
 MaskMode = Literal["paper", "none"]
 MASK_MODES: tuple[str, ...] = ("paper", "none")
@@ -121,8 +121,8 @@ def digits_to_zero(text: str) -> str:
 def digits_to_zero_array(arr: np.ndarray, block: int = 1 << 20) -> bytes:
     """:func:`digits_to_zero` on raw bytes (a uint8 array; UTF-8 continuation bytes are never ASCII
     digits), as a new ``bytes``: ``bytes(arr).translate(DIGITS_TO_ZERO_BYTES)`` without the copy to
-    ``bytes`` first, done by numpy (SIMD) in blocks of at most ``block`` bytes, the two halves of a
-    large array in two threads (numpy releases the GIL). Small blocks keep the temporaries small: a
+    ``bytes`` first, done by numpy (SIMD) in blocks of at most ``block`` bytes, two threads taking
+    the blocks of a large array in turn (numpy releases the GIL). Small blocks keep the temporaries small: a
     fresh chunk-sized numpy array costs 20-80 ms of page faults in a new process (numpy asks for huge
     pages above 4 MB), more than the arithmetic.
 
@@ -140,14 +140,14 @@ def digits_to_zero_array(arr: np.ndarray, block: int = 1 << 20) -> bytes:
     fill = partial(_digits_to_zero_part, arr)
     if _bytes_view is not None and n >= 2:
         out = bytes(n)
-        in_parts(partial(fill, _bytes_view(out), block), n)
+        in_blocks(partial(fill, _bytes_view(out), block), n, block)
         return out
     sink = io.BytesIO()
     sink.seek(n - 1)
     sink.write(b"\0")  # an n-byte buffer
     with sink.getbuffer() as view:
         buffer = np.frombuffer(view, dtype=np.uint8)
-        in_parts(partial(fill, buffer, block), n)
+        in_blocks(partial(fill, buffer, block), n, block)
         del buffer  # the export must end before getvalue()
     return sink.getvalue()
 
@@ -174,20 +174,20 @@ def _bytes_view_function() -> Callable[[bytes], np.ndarray] | None:
 _bytes_view = _bytes_view_function()
 
 
-def _digits_to_zero_part(arr: np.ndarray, out: np.ndarray, block: int, lo: int, hi: int,
+def _digits_to_zero_part(arr: np.ndarray, out: np.ndarray, block: int, blocks: Iterable[tuple[int, int]],
                          count: bool = False) -> tuple[int, int]:
-    """The digit pass over ``arr[lo:hi]``; with ``count``, also ``(number of "\\n", largest byte)``."""
-    arr, out = arr[lo:hi], out[lo:hi]
+    """The digit pass over the ``blocks`` (``(lo, hi)`` ranges of at most ``block`` bytes) of ``arr``;
+    with ``count``, also ``(number of "\\n", largest byte)`` of those blocks."""
     d = np.empty(min(block, len(arr)), dtype=np.uint8)
     is_digit = np.empty(len(d), dtype=bool)
     lines, top = 0, 0
-    for i in range(0, len(arr), block):
-        a = arr[i: i + block]
-        k = len(a)
+    for lo, hi in blocks:
+        a = arr[lo:hi]
+        k = hi - lo
         np.subtract(a, 48, out=d[:k])  # uint8 wraps around: only "0".."9" give 0..9
         np.less(d[:k], 10, out=is_digit[:k])
         np.multiply(d[:k], is_digit[:k], out=d[:k])  # a digit's distance from "0", else 0
-        np.subtract(a, d[:k], out=out[i: i + k])
+        np.subtract(a, d[:k], out=out[lo:hi])
         if count:
             np.equal(a, 10, out=is_digit[:k])
             lines += int(np.count_nonzero(is_digit[:k]))

@@ -17,7 +17,7 @@ import functools
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -191,9 +191,9 @@ def _block_id_keys(arr: np.ndarray, start: np.ndarray, length: np.ndarray, negat
     The digits are right-aligned in a 24-byte field read as three little-endian uint64 words (first
     byte lowest), the bytes before the digits are set to "0", and each word's 8 digits are converted
     at once (SWAR: pairs, then quads, then octets of digits). Blocks of ``block`` ids keep the
-    temporaries small (no page faults for chunk-sized ones); the halves of many ids run in two
-    threads. Grouping lines into sessions then hashes integers instead of strings, and only the
-    distinct ids are spelled out.
+    temporaries small (no page faults for chunk-sized ones); two threads take the blocks of many
+    ids in turn (``threads.in_blocks``). Grouping lines into sessions then hashes integers instead
+    of strings, and only the distinct ids are spelled out.
     """
     n = len(start)
     digits = length - 4 - negative
@@ -202,9 +202,8 @@ def _block_id_keys(arr: np.ndarray, start: np.ndarray, length: np.ndarray, negat
         return None
     keys = np.empty(n, dtype=np.int64)
 
-    def fill(lo: int, hi: int) -> bool:
-        for i in range(lo, hi, block):
-            j = min(i + block, hi)
+    def fill(blocks: Iterator[tuple[int, int]]) -> bool:
+        for i, j in blocks:
             part = _block_id_values(arr, end[i:j], digits[i:j], negative[i:j])
             if part is None:
                 return False
@@ -212,7 +211,7 @@ def _block_id_keys(arr: np.ndarray, start: np.ndarray, length: np.ndarray, negat
         return True
 
     # An id is about 32 bytes of numpy work: split as a byte pass of that size would be.
-    return keys if all(threads.in_parts(fill, n, min_bytes=threads.MIN_PARALLEL_BYTES // 32)) else None
+    return keys if all(threads.in_blocks(fill, n, block, min_bytes=threads.MIN_PARALLEL_BYTES // 32)) else None
 
 
 def _block_id_values(arr: np.ndarray, end: np.ndarray, digits: np.ndarray,

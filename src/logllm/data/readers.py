@@ -33,7 +33,7 @@ import polars as pl
 from logllm.data.masking import _bytes_view as bytes_view
 from logllm.data.masking import _digits_to_zero_part as digits_to_zero_part
 from logllm.data.masking import digits_to_zero_array
-from logllm.data.threads import in_parts
+from logllm.data.threads import in_blocks
 from logllm.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -110,28 +110,28 @@ def newline_offsets(data: bytes | np.ndarray, block: int = 1 << 20) -> np.ndarra
 
 def count_lines(arr: np.ndarray, block: int = 1 << 20) -> tuple[int, bool]:
     """``(number of "\\n" bytes, whether all bytes are ASCII)`` of a uint8 array, in one blockwise pass
-    (counting is several times cheaper than listing the offsets), the halves of a large array in two
-    threads; 1 MB blocks keep the temporary mask small and reused (see ``digits_to_zero_array``)."""
+    (counting is several times cheaper than listing the offsets), two threads taking the blocks of a
+    large array in turn; 1 MB blocks keep the temporary mask small and reused (see ``digits_to_zero_array``)."""
 
-    def count(lo: int, hi: int) -> tuple[int, int]:
+    def count(blocks: Iterator[tuple[int, int]]) -> tuple[int, int]:
         n, top = 0, 0
-        for i in range(lo, hi, block):
-            part = arr[i: min(i + block, hi)]
+        for lo, hi in blocks:
+            part = arr[lo:hi]
             n += int(np.count_nonzero(part == 10))
             top = max(top, int(part.max()))
         return n, top
 
-    found = in_parts(count, len(arr))
+    found = in_blocks(count, len(arr), block)
     return sum(n for n, _ in found), max(top for _, top in found) < 128
 
 
 def count_lines_and_zero_digits(arr: np.ndarray, block: int = 1 << 20) -> tuple[int, bool, bytes]:
     """``count_lines(arr) + (digits_to_zero_array(arr),)`` in one blockwise pass: each block is
-    counted while it is in cache for the digit pass (the halves of a large array in two threads)."""
+    counted while it is in cache for the digit pass (two threads taking the blocks of a large array)."""
     if len(arr) < 2 or bytes_view is None:
         return (*count_lines(arr, block), digits_to_zero_array(arr, block))
     out = bytes(len(arr))  # see digits_to_zero_array
-    found = in_parts(partial(digits_to_zero_part, arr, bytes_view(out), block, count=True), len(arr))
+    found = in_blocks(partial(digits_to_zero_part, arr, bytes_view(out), block, count=True), len(arr), block)
     return sum(n for n, _ in found), max(top for _, top in found) < 128, out
 
 
