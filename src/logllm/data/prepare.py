@@ -388,8 +388,12 @@ class _Preparer:
                                 codes: np.ndarray) -> pl.DataFrame | None:
         """:meth:`_fast_sessions` given ``in_line``, the number of matches in each distinct line."""
         rx = self.session_rx
-        counts = in_line[codes]
-        total = int(counts.sum())
+        arr = chunk.array
+        # Offsets and counts fit in 32 bits below 2 GiB: half the memory (each chunk-sized array is
+        # fresh memory, whose page faults cost about as much as the arithmetic).
+        ix = np.int32 if len(arr) < 2**31 - 1 else np.int64  # (lines and matches are fewer than bytes)
+        counts = in_line.astype(ix)[codes]
+        total = int(counts.sum(dtype=np.int64))
         if total == 0:
             return pl.DataFrame({"line": np.zeros(0, dtype=np.int64), "sid": pl.Series([], dtype=pl.String)})
         # Matches in the distinct lines (Python's bytes regex over their join; few of them).
@@ -408,21 +412,21 @@ class _Preparer:
         rel, mlen = spans[:, 0] - ustart[k], spans[:, 1] - spans[:, 0]
         if int(mlen.max()) > _MAX_SESSION_ID_BYTES:
             return None
+        rel, mlen = rel.astype(ix), mlen.astype(ix)
         # Match j of raw line i is match ptr[codes[i]] + j of the distinct lines. (Built from
-        # per-line arrays, in place where possible: each chunk-sized temporary is fresh memory.)
-        ptr = np.zeros(len(in_line) + 1, dtype=np.int64)
+        # per-line arrays, in place where possible.)
+        ptr = np.zeros(len(in_line) + 1, dtype=ix)
         np.cumsum(in_line, out=ptr[1:])
         shift = ptr[codes]
-        ends = np.cumsum(counts)
+        ends = np.cumsum(counts, dtype=ix)
         shift -= ends
         shift += counts  # ptr[codes[i]] - (index of the first match of raw line i)
         del ends
         m = np.repeat(shift, counts)
         del shift
-        m += np.arange(total, dtype=np.int64)
+        m += np.arange(total, dtype=ix)
         # Each raw line has the length of its distinct line (so the offsets carry over; a line end
         # "\r\n" counts as "\n"), and each id starts with its match's first bytes.
-        arr = chunk.array
         want = ulen[codes]
         starts = _starts_from_lengths(arr, want)
         if starts is None:  # e.g. "\r\n" line ends: find the line ends in the raw bytes
@@ -436,7 +440,7 @@ class _Preparer:
                 if not ((raw_len == want) | cr).all():
                     return None
         del want
-        id_start = np.repeat(starts, counts)
+        id_start = np.repeat(starts.astype(ix, copy=False), counts)
         del starts
         id_start += rel[m]
         blob_arr = np.frombuffer(blob, dtype=np.uint8)
@@ -446,7 +450,7 @@ class _Preparer:
         keys = None
         if rx == HDFS_SESSION_REGEX:  # HDFS block ids as integers; "-" (byte 4) is in the distinct line
             keys = _block_id_keys(arr, id_start, mlen[m], (blob_arr[spans[:, 0] + 4] == ord("-"))[m])
-        line = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+        line = np.repeat(np.arange(len(counts), dtype=ix), counts)
         most = int(counts.max())
         if keys is not None and most <= _MAX_NUMPY_REPEATS:
             # A line naming the same id twice joins that session once: matches of a line are
