@@ -182,7 +182,7 @@ _POW10 = np.array([10**k for k in range(20)], dtype=np.uint64)
 
 
 def _block_id_keys(arr: np.ndarray, start: np.ndarray, length: np.ndarray, negative: np.ndarray,
-                   block: int = 1 << 15) -> np.ndarray | None:
+                   block: int = 1 << 14) -> np.ndarray | None:
     """HDFS block ids (``blk_-?[0-9]+`` at ``arr[start:start + length]``) as signed 64-bit integers
     (``blk_-12`` -> -12), in numpy; None unless each id is its integer's decimal form (no leading
     zero, no ``-0``, at most 19 digits and within int64), so that equal keys mean equal ids and
