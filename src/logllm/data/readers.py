@@ -333,21 +333,23 @@ def distinct_lines(data: bytes, n_lines: int) -> tuple[np.ndarray, pl.Series, np
         if len(s) == n_lines:
             table = cats.to_series().cast(pl.String)
             # Empty lines come back null: give them their own code after the categories.
-            raw_codes = s.to_physical().fill_null(len(table)).to_numpy().astype(np.int64)
+            raw_codes = s.to_physical().fill_null(len(table)).to_numpy()
             table = table.append(pl.Series([""], dtype=pl.String))
     if raw_codes is None:
         lines = lines_series(data, n_lines)
         table = lines.unique(maintain_order=True)
         raw_codes = lines.replace_strict(table, pl.int_range(len(table), eager=True), return_dtype=pl.Int64).to_numpy()
-    # First line of each code, in O(n) (ufunc.at is defined for repeated indices).
-    first_of = np.full(len(table), n_lines, dtype=np.int64)
-    np.minimum.at(first_of, raw_codes, np.arange(n_lines, dtype=np.int64))
+    # First line of each code, in O(n) (ufunc.at is defined for repeated indices). Line numbers and
+    # codes in 32 bits where they fit: the per-line arrays are fresh memory, paid in page faults.
+    ix = np.int32 if n_lines < 2**31 - 1 else np.int64
+    first_of = np.full(len(table), n_lines, dtype=ix)
+    np.minimum.at(first_of, raw_codes, np.arange(n_lines, dtype=ix))
     present = np.flatnonzero(first_of < n_lines)
     order = present[np.argsort(first_of[present], kind="stable")]  # categories come in thread order
-    remap = np.zeros(len(table), dtype=np.int64)
+    remap = np.zeros(len(table), dtype=ix)
     remap[order] = np.arange(len(order))
     distinct = table.gather(order).rename("line")
-    return remap[raw_codes], distinct, first_of[order]
+    return remap[raw_codes], distinct, first_of[order].astype(np.int64)
 
 
 def lines_series(data: bytes, n_lines: int) -> pl.Series:
