@@ -350,23 +350,31 @@ class _Preparer:
                                 "Fix --format, or pass --on-unparsed keep (content-only) or skip")
             room = MAX_EXAMPLES - len(c.unparsed_examples)
             c.unparsed_examples += [self._where(chunk, int(i)) for i in bad[:max(room, 0)]]
-        keep = parsed if o.on_unparsed == "skip" else np.ones(n, dtype=bool)
         if o.on_unparsed == "skip":
             c.skipped += len(bad)
-        line_number = np.arange(chunk.first_line, chunk.first_line + n, dtype=np.uint64)
-        pos = np.cumsum(keep) - 1 + self.kept  # global kept position of each line
-        self.parts["message_id"].append(mid[keep])
-        self.parts["label"].append(label[keep].astype(np.int8))
-        self.parts["file_index"].append(np.full(int(keep.sum()), chunk.file_index, dtype=np.uint16))
-        self.parts["line_number"].append(line_number[keep])
+        # Which lines are kept (None: all of them, the usual case, without copies of the columns).
+        keep = parsed if o.on_unparsed == "skip" and len(bad) else None
+
+        def kept(values: np.ndarray) -> np.ndarray:
+            return values if keep is None else values[keep]
+
+        n_kept = n if keep is None else int(keep.sum())
+        self.parts["message_id"].append(kept(mid))
+        self.parts["label"].append(kept(label).astype(np.int8))
+        self.parts["file_index"].append(np.full(n_kept, chunk.file_index, dtype=np.uint16))
+        self.parts["line_number"].append(kept(np.arange(chunk.first_line, chunk.first_line + n, dtype=np.uint64)))
         if timestamp is not None:
-            self.parts["timestamp"].append(timestamp.to_numpy()[keep])
+            self.parts["timestamp"].append(kept(timestamp.to_numpy()))
         if sess is not None:
             rows = sess["line"].to_numpy()
-            self.no_session += int((np.bincount(rows, minlength=n)[keep] == 0).sum())
-            ok = keep[rows]
-            self.sessions.append(pl.DataFrame({"pos": pos[rows[ok]], "sid": sess["sid"].filter(pl.Series(ok))}))
-        self.kept += int(keep.sum())
+            self.no_session += int((kept(np.bincount(rows, minlength=n)) == 0).sum())
+            if keep is None:  # the global kept position of line i is self.kept + i
+                self.sessions.append(pl.DataFrame({"pos": rows.astype(np.int64) + self.kept, "sid": sess["sid"]}))
+            else:
+                pos = np.cumsum(keep) - 1 + self.kept  # global kept position of each line
+                ok = keep[rows]
+                self.sessions.append(pl.DataFrame({"pos": pos[rows[ok]], "sid": sess["sid"].filter(pl.Series(ok))}))
+        self.kept += n_kept
 
     def _fast_sessions(self, chunk: LineChunk, uniq: pl.Series, content: Callable[[], pl.Series],
                        codes: np.ndarray) -> pl.DataFrame | None:
