@@ -369,7 +369,9 @@ class _Preparer:
             rows = sess["line"].to_numpy()
             self.no_session += int((kept(np.bincount(rows, minlength=n)) == 0).sum())
             if keep is None:  # the global kept position of line i is self.kept + i
-                self.sessions.append(pl.DataFrame({"pos": rows.astype(np.int64) + self.kept, "sid": sess["sid"]}))
+                pos = rows.astype(np.int64)
+                pos += self.kept
+                self.sessions.append(pl.DataFrame({"pos": pos, "sid": sess["sid"]}))
             else:
                 pos = np.cumsum(keep) - 1 + self.kept  # global kept position of each line
                 ok = keep[rows]
