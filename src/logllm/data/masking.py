@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from functools import partial
 from typing import Literal
 
@@ -126,52 +126,25 @@ def digits_to_zero_array(arr: np.ndarray, block: int = 1 << 20) -> bytes:
     fresh chunk-sized numpy array costs 20-80 ms of page faults in a new process (numpy asks for huge
     pages above 4 MB), more than the arithmetic.
 
-    numpy writes straight into the buffer of a new ``bytes`` object, so there is no ``tobytes`` copy.
-    ``bytes(n)`` is allocated with ``calloc``, which for a large size maps fresh zero pages without
-    writing them, and ``PyBytes_AsString`` gives its buffer, which may be written while the object is
-    new and unshared (as in the C API's ``PyBytes_FromStringAndSize(NULL, n)`` idiom): each page is
-    then faulted in once, by the thread that writes it. Without ctypes (and for sizes below 2, where
-    CPython may hand out a cached object) the buffer of a ``BytesIO`` is used instead, whose
-    ``getvalue()`` hands it out without a copy; CPython zeroes that buffer first, which costs about
-    as much again as the work on a large chunk."""
+    numpy writes straight into the buffer of a ``BytesIO``, whose ``getvalue()`` then hands that
+    buffer out as the ``bytes`` object (CPython does not copy it), so there is no ``tobytes`` copy."""
+    return digits_to_zero_and_count(arr, block, count=False)[2]
+
+
+def digits_to_zero_and_count(arr: np.ndarray, block: int = 1 << 20, count: bool = True) -> tuple[int, int, bytes]:
+    """``(number of "\\n" bytes, largest byte, digits_to_zero_array(arr))`` in one blockwise pass (each
+    block is counted while it is in cache for the digit pass); with ``count=False`` the first two are 0."""
     n = len(arr)
     if n == 0:
-        return b""
-    fill = partial(_digits_to_zero_part, arr)
-    if _bytes_view is not None and n >= 2:
-        out = bytes(n)
-        in_blocks(partial(fill, _bytes_view(out), block), n, block)
-        return out
+        return 0, 0, b""
     sink = io.BytesIO()
     sink.seek(n - 1)
     sink.write(b"\0")  # an n-byte buffer
     with sink.getbuffer() as view:
         buffer = np.frombuffer(view, dtype=np.uint8)
-        in_blocks(partial(fill, buffer, block), n, block)
+        found = in_blocks(partial(_digits_to_zero_part, arr, buffer, block, count=count), n, block)
         del buffer  # the export must end before getvalue()
-    return sink.getvalue()
-
-
-def _bytes_view_function() -> Callable[[bytes], np.ndarray] | None:
-    """A function giving a writable uint8 view of a ``bytes`` object's buffer (``PyBytes_AsString``
-    through ctypes), or None where ctypes or that function is missing; see :func:`digits_to_zero_array`
-    for when writing is allowed."""
-    try:
-        import ctypes
-
-        address = ctypes.pythonapi.PyBytes_AsString
-    except (ImportError, AttributeError):  # no ctypes, or not CPython
-        return None
-    address.restype = ctypes.c_void_p
-    address.argtypes = [ctypes.py_object]
-
-    def view(data: bytes) -> np.ndarray:
-        return np.frombuffer((ctypes.c_ubyte * len(data)).from_address(address(data)), dtype=np.uint8)
-
-    return view
-
-
-_bytes_view = _bytes_view_function()
+    return sum(k for k, _ in found), max(top for _, top in found), sink.getvalue()
 
 
 def _digits_to_zero_part(arr: np.ndarray, out: np.ndarray, block: int, blocks: Iterable[tuple[int, int]],

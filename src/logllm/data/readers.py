@@ -24,15 +24,12 @@ import os
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from logllm.data.masking import _bytes_view as bytes_view
-from logllm.data.masking import _digits_to_zero_part as digits_to_zero_part
-from logllm.data.masking import digits_to_zero_array
+from logllm.data.masking import digits_to_zero_and_count
 from logllm.data.threads import in_blocks
 from logllm.errors import DataError
 
@@ -128,11 +125,8 @@ def count_lines(arr: np.ndarray, block: int = 1 << 20) -> tuple[int, bool]:
 def count_lines_and_zero_digits(arr: np.ndarray, block: int = 1 << 20) -> tuple[int, bool, bytes]:
     """``count_lines(arr) + (digits_to_zero_array(arr),)`` in one blockwise pass: each block is
     counted while it is in cache for the digit pass (two threads taking the blocks of a large array)."""
-    if len(arr) < 2 or bytes_view is None:
-        return (*count_lines(arr, block), digits_to_zero_array(arr, block))
-    out = bytes(len(arr))  # see digits_to_zero_array
-    found = in_blocks(partial(digits_to_zero_part, arr, bytes_view(out), block, count=True), len(arr), block)
-    return sum(n for n, _ in found), max(top for _, top in found) < 128, out
+    lines, top, zeroed = digits_to_zero_and_count(arr, block)
+    return lines, top < 128, zeroed
 
 
 def check_inputs(paths: list[str] | tuple[str, ...], what: str = "--log") -> list[InputFile]:
