@@ -385,3 +385,31 @@ def test_session_regex_matching_nothing_and_labels_for_windows(tmp_path: Path) -
         prepare(PrepareOptions(family="custom", inputs=(str(log),), session_regex=r"req-\d+"), tmp_path / "a")
     with pytest.raises(ConfigError, match="--labels .* labels sessions"):
         prepare(PrepareOptions(family="bgl", inputs=(str(log),), labels=str(log)), tmp_path / "b")
+
+
+def test_block_id_keys_match_python_int() -> None:
+    """The SWAR block-id conversion equals int() on random ids of every length; a block holding an id
+    that is not its integer's decimal form (leading zero, -0, beyond int64) gives None."""
+    import numpy as np
+
+    from logllm.data.prepare import _block_id_values
+
+    rng = np.random.default_rng(0)
+    good = [str(int(rng.integers(10 ** (d - 1) if d > 1 else 0, 10**d if d < 19 else 2**63 - 1, dtype=np.int64)))
+            for d in rng.integers(1, 20, size=5000)]
+    good = [("-" if rng.random() < 0.5 and s != "0" else "") + s for s in good]
+    for bad in (None, "007", "-0", "9223372036854775808", "9999999999999999999"):
+        ids = good if bad is None else [*good[:100], bad]
+        prefixes = (b"blk_", b"x blk_", b" 98765432109876543210 blk_", b"\x00\xff/: blk_")
+        buf, end = bytearray(b" " * 24), []
+        for i, s in enumerate(ids):
+            buf += prefixes[i % 4] + s.encode()
+            end.append(len(buf))
+            buf += b"\n"
+        negative = np.array([s.startswith("-") for s in ids])
+        digits = np.array([len(s) for s in ids]) - negative
+        keys = _block_id_values(np.frombuffer(bytes(buf), dtype=np.uint8), np.array(end), digits, negative)
+        if bad is None:
+            assert keys is not None and keys.tolist() == [int(s) for s in ids]
+        else:
+            assert keys is None, bad

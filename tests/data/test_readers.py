@@ -119,7 +119,7 @@ def test_threaded_byte_passes_match_plain_python(monkeypatch: pytest.MonkeyPatch
 
     from logllm.data import threads
     from logllm.data.masking import DIGITS_TO_ZERO_BYTES, digits_to_zero_array
-    from logllm.data.readers import count_lines
+    from logllm.data.readers import count_lines, count_lines_and_zero_digits
 
     monkeypatch.setattr(threads, "MIN_PARALLEL_BYTES", min_bytes)
     rng = np.random.default_rng(0)
@@ -129,6 +129,9 @@ def test_threaded_byte_passes_match_plain_python(monkeypatch: pytest.MonkeyPatch
         # Blocks smaller than a part, so blocks and parts both have ragged ends.
         assert digits_to_zero_array(raw, block=1000) == data.translate(DIGITS_TO_ZERO_BYTES)
         assert count_lines(raw, block=1000) == (data.count(b"\n"), data.isascii())
+        zeroed = count_lines_and_zero_digits(raw, block=1000)
+        assert zeroed == (data.count(b"\n"), data.isascii(), data.translate(DIGITS_TO_ZERO_BYTES))
+        assert type(zeroed[2]) is bytes
     seen: list[tuple[int, int]] = []
     results = threads.in_parts(lambda lo, hi: seen.append((lo, hi)) or (lo, hi), 10, min_bytes=min_bytes)
     assert results == sorted(seen)  # in part order, whichever thread finished first

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Iterable
 from functools import partial
 from typing import Literal
 
 import numpy as np
 import polars as pl
 
-from logllm.data.threads import in_parts
+from logllm.data.threads import in_blocks
 
 MaskMode = Literal["paper", "none"]
 MASK_MODES: tuple[str, ...] = ("paper", "none")
@@ -120,34 +121,48 @@ def digits_to_zero(text: str) -> str:
 def digits_to_zero_array(arr: np.ndarray, block: int = 1 << 20) -> bytes:
     """:func:`digits_to_zero` on raw bytes (a uint8 array; UTF-8 continuation bytes are never ASCII
     digits), as a new ``bytes``: ``bytes(arr).translate(DIGITS_TO_ZERO_BYTES)`` without the copy to
-    ``bytes`` first, done by numpy (SIMD) in blocks of at most ``block`` bytes, the two halves of a
-    large array in two threads (numpy releases the GIL). Small blocks keep the temporaries small: a
+    ``bytes`` first, done by numpy (SIMD) in blocks of at most ``block`` bytes, two threads taking
+    the blocks of a large array in turn (numpy releases the GIL). Small blocks keep the temporaries small: a
     fresh chunk-sized numpy array costs 20-80 ms of page faults in a new process (numpy asks for huge
     pages above 4 MB), more than the arithmetic.
 
     numpy writes straight into the buffer of a ``BytesIO``, whose ``getvalue()`` then hands that
     buffer out as the ``bytes`` object (CPython does not copy it), so there is no ``tobytes`` copy."""
+    return digits_to_zero_and_count(arr, block, count=False)[2]
+
+
+def digits_to_zero_and_count(arr: np.ndarray, block: int = 1 << 20, count: bool = True) -> tuple[int, int, bytes]:
+    """``(number of "\\n" bytes, largest byte, digits_to_zero_array(arr))`` in one blockwise pass (each
+    block is counted while it is in cache for the digit pass); with ``count=False`` the first two are 0."""
     n = len(arr)
     if n == 0:
-        return b""
+        return 0, 0, b""
     sink = io.BytesIO()
     sink.seek(n - 1)
     sink.write(b"\0")  # an n-byte buffer
     with sink.getbuffer() as view:
-        out = np.frombuffer(view, dtype=np.uint8)
-        in_parts(partial(_digits_to_zero_part, arr, out, block), n)
-        del out  # the export must end before getvalue()
-    return sink.getvalue()
+        buffer = np.frombuffer(view, dtype=np.uint8)
+        found = in_blocks(partial(_digits_to_zero_part, arr, buffer, block, count=count), n, block)
+        del buffer  # the export must end before getvalue()
+    return sum(k for k, _ in found), max(top for _, top in found), sink.getvalue()
 
 
-def _digits_to_zero_part(arr: np.ndarray, out: np.ndarray, block: int, lo: int, hi: int) -> None:
-    arr, out = arr[lo:hi], out[lo:hi]
+def _digits_to_zero_part(arr: np.ndarray, out: np.ndarray, block: int, blocks: Iterable[tuple[int, int]],
+                         count: bool = False) -> tuple[int, int]:
+    """The digit pass over the ``blocks`` (``(lo, hi)`` ranges of at most ``block`` bytes) of ``arr``;
+    with ``count``, also ``(number of "\\n", largest byte)`` of those blocks."""
     d = np.empty(min(block, len(arr)), dtype=np.uint8)
     is_digit = np.empty(len(d), dtype=bool)
-    for i in range(0, len(arr), block):
-        a = arr[i: i + block]
-        k = len(a)
+    lines, top = 0, 0
+    for lo, hi in blocks:
+        a = arr[lo:hi]
+        k = hi - lo
         np.subtract(a, 48, out=d[:k])  # uint8 wraps around: only "0".."9" give 0..9
         np.less(d[:k], 10, out=is_digit[:k])
         np.multiply(d[:k], is_digit[:k], out=d[:k])  # a digit's distance from "0", else 0
-        np.subtract(a, d[:k], out=out[i: i + k])
+        np.subtract(a, d[:k], out=out[lo:hi])
+        if count:
+            np.equal(a, 10, out=is_digit[:k])
+            lines += int(np.count_nonzero(is_digit[:k]))
+            top = max(top, int(a.max()))
+    return lines, top

@@ -13,9 +13,11 @@ identical output (tested).
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,7 +32,7 @@ from logllm.data.dataset import MESSAGE_SCHEMA, write_prepared
 from logllm.data.labels import read_labels
 from logllm.data.masking import digits_to_zero_array, mask_series
 from logllm.data.options import HDFS_SESSION_REGEX, WINDOWED_FAMILIES, PrepareOptions, parse_duration
-from logllm.data.parsing import LineParser, _clip
+from logllm.data.parsing import LineParser, ParsedBatch, _clip
 from logllm.data.readers import LineChunk, LineReader, distinct_lines, lines_series
 from logllm.data.splits import chronological_bounds, random_split
 from logllm.data.windows import SEQ_AGG, SEQUENCE_COLUMNS, fixed_windows, time_windows
@@ -124,6 +126,7 @@ class _Counts:
 
 
 _MAX_SESSION_ID_BYTES = 256  # longer session ids take the per-line path
+_MAX_NUMPY_REPEATS = 8  # integer session ids of lines with more matches are deduplicated in polars
 
 
 def _fixed_rows(arr: np.ndarray, start: np.ndarray, width: int) -> np.ndarray:
@@ -147,13 +150,17 @@ def _starts_from_lengths(arr: np.ndarray, length: np.ndarray) -> np.ndarray | No
     has ``length[i]`` bytes before its ``\\n``; None if not. No pass over the bytes: the lengths cut
     ``arr`` into as many pieces as it has line ends, and if every piece ends in ``\\n`` the pieces are
     the lines (n pieces each holding at least one of the n line ends hold exactly one)."""
-    ends = np.cumsum(length + 1)
-    if not len(ends) or int(ends[-1]) != len(arr) or not (arr[ends - 1] == 10).all():
-        return None
-    starts = np.empty(len(ends), dtype=np.int64)
+    starts = np.empty(len(length) + 1, dtype=np.int64)
     starts[0] = 0
-    starts[1:] = ends[:-1]
-    return starts
+    np.add(length, 1, out=starts[1:])
+    np.cumsum(starts, out=starts)  # starts[i + 1]: the end of line i, past its "\n"
+    if not len(length) or int(starts[-1]) != len(arr):
+        return None
+    ends = starts[1:]
+    ends -= 1
+    ok = (arr[ends] == 10).all()
+    ends += 1
+    return starts[:-1] if ok else None
 
 
 def _binary_rows(rows: np.ndarray, length: np.ndarray) -> pl.Series:
@@ -169,11 +176,13 @@ def _low_bytes(k: int) -> int:
 
 #: ``_LEADING[k]``: per word of a 24-byte field, the mask of the bytes among its first ``k``.
 _LEADING = np.array([[_low_bytes(k - 8 * j) for j in range(3)] for k in range(25)], dtype=np.uint64)
+#: ``_DIGIT_BYTES[d]``: the mask of the last ``d`` bytes of a 24-byte field (d <= 24).
+_DIGIT_BYTES = ~_LEADING[24 - np.arange(25)]
 _POW10 = np.array([10**k for k in range(20)], dtype=np.uint64)
 
 
 def _block_id_keys(arr: np.ndarray, start: np.ndarray, length: np.ndarray, negative: np.ndarray,
-                   block: int = 1 << 15) -> np.ndarray | None:
+                   block: int = 1 << 14) -> np.ndarray | None:
     """HDFS block ids (``blk_-?[0-9]+`` at ``arr[start:start + length]``) as signed 64-bit integers
     (``blk_-12`` -> -12), in numpy; None unless each id is its integer's decimal form (no leading
     zero, no ``-0``, at most 19 digits and within int64), so that equal keys mean equal ids and
@@ -182,9 +191,9 @@ def _block_id_keys(arr: np.ndarray, start: np.ndarray, length: np.ndarray, negat
     The digits are right-aligned in a 24-byte field read as three little-endian uint64 words (first
     byte lowest), the bytes before the digits are set to "0", and each word's 8 digits are converted
     at once (SWAR: pairs, then quads, then octets of digits). Blocks of ``block`` ids keep the
-    temporaries small (no page faults for chunk-sized ones); the halves of many ids run in two
-    threads. Grouping lines into sessions then hashes integers instead of strings, and only the
-    distinct ids are spelled out.
+    temporaries small (no page faults for chunk-sized ones); two threads take the blocks of many
+    ids in turn (``threads.in_blocks``). Grouping lines into sessions then hashes integers instead
+    of strings, and only the distinct ids are spelled out.
     """
     n = len(start)
     digits = length - 4 - negative
@@ -193,9 +202,8 @@ def _block_id_keys(arr: np.ndarray, start: np.ndarray, length: np.ndarray, negat
         return None
     keys = np.empty(n, dtype=np.int64)
 
-    def fill(lo: int, hi: int) -> bool:
-        for i in range(lo, hi, block):
-            j = min(i + block, hi)
+    def fill(blocks: Iterator[tuple[int, int]]) -> bool:
+        for i, j in blocks:
             part = _block_id_values(arr, end[i:j], digits[i:j], negative[i:j])
             if part is None:
                 return False
@@ -203,24 +211,23 @@ def _block_id_keys(arr: np.ndarray, start: np.ndarray, length: np.ndarray, negat
         return True
 
     # An id is about 32 bytes of numpy work: split as a byte pass of that size would be.
-    return keys if all(threads.in_parts(fill, n, min_bytes=threads.MIN_PARALLEL_BYTES // 32)) else None
+    return keys if all(threads.in_blocks(fill, n, block, min_bytes=threads.MIN_PARALLEL_BYTES // 32)) else None
 
 
 def _block_id_values(arr: np.ndarray, end: np.ndarray, digits: np.ndarray,
                      negative: np.ndarray) -> np.ndarray | None:
     """The keys of :func:`_block_id_keys` for ids ending at ``end`` with ``digits`` digits."""
     x = sliding_window_view(arr, 24)[end - 24].view("<u8")  # (n, 3): a copy of each id's last 24 bytes
-    zeros = np.uint64(0x3030303030303030)  # "00000000"
-    lead = _LEADING[24 - digits]
-    x &= ~lead
-    x |= zeros & lead
-    x -= zeros  # each byte holds its digit (0 before the first digit)
-    tmp = np.empty_like(x)
-    for mul, shift, mask in ((10, 8, 0x00FF00FF00FF00FF), (100, 16, 0x0000FFFF0000FFFF), (10000, 32, 0xFFFFFFFF)):
-        np.right_shift(x, np.uint64(shift), out=tmp)
-        x *= np.uint64(mul)
-        x += tmp
+    x ^= np.uint64(0x3030303030303030)  # "0".."9" -> 0..9 (no borrows, unlike a subtraction)
+    x &= _DIGIT_BYTES[digits]  # each byte holds its digit (0 before the first digit)
+    # Pairs, quads, octets of digits: lane = high digits * 10^k + low digits, in place (the first
+    # digit is the lowest byte; the products' spill into the next lane is masked off or shifted out).
+    x *= np.uint64(10 * 2**8 + 1)
+    x >>= np.uint64(8)
+    for mul, shift, mask in ((100 * 2**16 + 1, 16, 0x00FF00FF00FF00FF), (10000 * 2**32 + 1, 32, 0x0000FFFF0000FFFF)):
         x &= np.uint64(mask)
+        x *= np.uint64(mul)
+        x >>= np.uint64(shift)
     value = x[:, 0] * np.uint64(10**16) + x[:, 1] * np.uint64(10**8) + x[:, 2]
     if ((value < _POW10[digits - 1]) & (digits > 1)).any():
         return None  # a leading zero
@@ -229,6 +236,14 @@ def _block_id_values(arr: np.ndarray, end: np.ndarray, digits: np.ndarray,
     keys = value.astype(np.int64)
     np.negative(keys, out=keys, where=negative)
     return keys
+
+
+def _import_lazy_modules() -> None:
+    """Import the numpy submodules that numpy loads on first use and a run needs (``numpy.ma``: polars
+    looks for masked arrays whenever it builds a Series from an array; ``numpy.random``: the split),
+    about 20 ms, in the helper thread while the main thread works, instead of on the main thread."""
+    import numpy.ma  # noqa: F401
+    import numpy.random  # noqa: F401
 
 
 class _Preparer:
@@ -252,6 +267,9 @@ class _Preparer:
         self.sessions: list[pl.DataFrame] = []
         self.kept = 0
         self.no_session = 0
+        self._helper: ThreadPoolExecutor | None = None  # see run()
+        self._parse_pool: ThreadPoolExecutor | None = None
+        self.versions: Future[dict] | dict | None = None
 
     # ---- per chunk -----------------------------------------------------------------------------
     def _where(self, chunk: LineChunk, idx: int) -> str:
@@ -271,18 +289,34 @@ class _Preparer:
         timestamp = None
         sess = None
         if self.fast:
-            normalised = digits_to_zero_array(chunk.array)
+            normalised = chunk.digits_zeroed  # made by the reader in its counting pass
+            chunk.digits_zeroed = None
+            if normalised is None:
+                normalised = digits_to_zero_array(chunk.array)
+            self._start_helper_work()
             codes, uniq, first = distinct_lines(normalised, n)
             del normalised
-            batch = self.keep_parser.parse(uniq, source=source,
-                                           line_numbers=pl.Series(first + chunk.first_line, dtype=pl.UInt64))
-            mid = self.messages.ids_of(mask_series(batch.content, o.mask))[codes]
+            line_numbers = pl.Series(first + chunk.first_line, dtype=pl.UInt64)
+
+            def parse_and_mask() -> tuple[ParsedBatch, np.ndarray]:
+                batch = self.keep_parser.parse(uniq, source=source, line_numbers=line_numbers)
+                return batch, self.messages.ids_of(mask_series(batch.content, o.mask))
+
+            if self.session_rx:
+                # Parsing and masking the distinct lines (polars) and finding the session ids (numpy)
+                # are independent: the first runs in a helper thread while this thread does the second.
+                parsing = self._parse_pool.submit(parse_and_mask) if self._parse_pool else None
+                done = parsing.result if parsing is not None else functools.cache(parse_and_mask)
+                sess = self._fast_sessions(chunk, uniq, lambda: done()[0].content, codes)
+                batch, ids = done()
+            else:
+                batch, ids = parse_and_mask()
+            mid = ids[codes]
             label = batch.label.fill_null(-1).to_numpy()[codes]
             parsed = batch.parsed.to_numpy()[codes]
             truncated = batch.truncated_rows.to_numpy()[codes] if batch.truncated else None
-            if self.session_rx:
-                sess = self._fast_sessions(chunk, uniq, batch.content, codes)
         else:
+            self._start_helper_work()
             lines = lines_series(chunk.data, n)
             batch = self.keep_parser.parse(lines, source=source, first_line=chunk.first_line)
             mid = self.messages.map(mask_series(batch.content, o.mask))
@@ -316,38 +350,60 @@ class _Preparer:
                                 "Fix --format, or pass --on-unparsed keep (content-only) or skip")
             room = MAX_EXAMPLES - len(c.unparsed_examples)
             c.unparsed_examples += [self._where(chunk, int(i)) for i in bad[:max(room, 0)]]
-        keep = parsed if o.on_unparsed == "skip" else np.ones(n, dtype=bool)
         if o.on_unparsed == "skip":
             c.skipped += len(bad)
-        line_number = np.arange(chunk.first_line, chunk.first_line + n, dtype=np.uint64)
-        pos = np.cumsum(keep) - 1 + self.kept  # global kept position of each line
-        self.parts["message_id"].append(mid[keep])
-        self.parts["label"].append(label[keep].astype(np.int8))
-        self.parts["file_index"].append(np.full(int(keep.sum()), chunk.file_index, dtype=np.uint16))
-        self.parts["line_number"].append(line_number[keep])
+        # Which lines are kept (None: all of them, the usual case, without copies of the columns).
+        keep = parsed if o.on_unparsed == "skip" and len(bad) else None
+
+        def kept(values: np.ndarray) -> np.ndarray:
+            return values if keep is None else values[keep]
+
+        n_kept = n if keep is None else int(keep.sum())
+        self.parts["message_id"].append(kept(mid))
+        self.parts["label"].append(kept(label).astype(np.int8))
+        self.parts["file_index"].append(np.full(n_kept, chunk.file_index, dtype=np.uint16))
+        self.parts["line_number"].append(kept(np.arange(chunk.first_line, chunk.first_line + n, dtype=np.uint64)))
         if timestamp is not None:
-            self.parts["timestamp"].append(timestamp.to_numpy()[keep])
+            self.parts["timestamp"].append(kept(timestamp.to_numpy()))
         if sess is not None:
             rows = sess["line"].to_numpy()
-            self.no_session += int((np.bincount(rows, minlength=n)[keep] == 0).sum())
-            ok = keep[rows]
-            self.sessions.append(pl.DataFrame({"pos": pos[rows[ok]], "sid": sess["sid"].filter(pl.Series(ok))}))
-        self.kept += int(keep.sum())
+            self.no_session += int((kept(np.bincount(rows, minlength=n)) == 0).sum())
+            if keep is None:  # the global kept position of line i is self.kept + i
+                pos = rows.astype(np.int64)
+                pos += self.kept
+                self.sessions.append(pl.DataFrame({"pos": pos, "sid": sess["sid"]}))
+            else:
+                pos = np.cumsum(keep) - 1 + self.kept  # global kept position of each line
+                ok = keep[rows]
+                self.sessions.append(pl.DataFrame({"pos": pos[rows[ok]], "sid": sess["sid"].filter(pl.Series(ok))}))
+        self.kept += n_kept
 
-    def _fast_sessions(self, chunk: LineChunk, uniq: pl.Series, content: pl.Series,
+    def _fast_sessions(self, chunk: LineChunk, uniq: pl.Series, content: Callable[[], pl.Series],
                        codes: np.ndarray) -> pl.DataFrame | None:
         """Session ids of a chunk without a regex pass over its raw text; None -> use the per-line way.
 
         Digit normalisation keeps every byte offset, so an id sits in a raw line exactly where its
         match sits in the line's distinct normalised line: the regex runs over the distinct lines only,
         and numpy copies the id bytes out of the raw chunk at line start + offset in the distinct line.
+        ``content()`` gives the content of the distinct lines, asked for last (it may still be being
+        parsed in another thread).
         """
-        rx = self.session_rx
-        in_line = uniq.str.count_matches(rx).to_numpy().astype(np.int64)
-        if not (in_line == content.str.count_matches(rx).to_numpy()).all():
+        in_line = uniq.str.count_matches(self.session_rx).to_numpy().astype(np.int64)
+        sess = self._session_ids_at_offsets(chunk, uniq, in_line, codes)
+        if not (in_line == content().str.count_matches(self.session_rx).to_numpy()).all():
             return None  # a header names a session id: only matches in the content count
-        counts = in_line[codes]
-        total = int(counts.sum())
+        return sess
+
+    def _session_ids_at_offsets(self, chunk: LineChunk, uniq: pl.Series, in_line: np.ndarray,
+                                codes: np.ndarray) -> pl.DataFrame | None:
+        """:meth:`_fast_sessions` given ``in_line``, the number of matches in each distinct line."""
+        rx = self.session_rx
+        arr = chunk.array
+        # Offsets and counts fit in 32 bits below 2 GiB: half the memory (each chunk-sized array is
+        # fresh memory, whose page faults cost about as much as the arithmetic).
+        ix = np.int32 if len(arr) < 2**31 - 1 else np.int64  # (lines and matches are fewer than bytes)
+        counts = in_line.astype(ix)[codes]
+        total = int(counts.sum(dtype=np.int64))
         if total == 0:
             return pl.DataFrame({"line": np.zeros(0, dtype=np.int64), "sid": pl.Series([], dtype=pl.String)})
         # Matches in the distinct lines (Python's bytes regex over their join; few of them).
@@ -366,15 +422,21 @@ class _Preparer:
         rel, mlen = spans[:, 0] - ustart[k], spans[:, 1] - spans[:, 0]
         if int(mlen.max()) > _MAX_SESSION_ID_BYTES:
             return None
-        # Match j of raw line i is match ptr[codes[i]] + j of the distinct lines.
-        line = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
-        ptr = np.zeros(len(in_line) + 1, dtype=np.int64)
+        rel, mlen = rel.astype(ix), mlen.astype(ix)
+        # Match j of raw line i is match ptr[codes[i]] + j of the distinct lines. (Built from
+        # per-line arrays, in place where possible.)
+        ptr = np.zeros(len(in_line) + 1, dtype=ix)
         np.cumsum(in_line, out=ptr[1:])
-        ends = np.cumsum(counts)
-        m = ptr[codes[line]] + (np.arange(total, dtype=np.int64) - np.repeat(ends - counts, counts))
+        shift = ptr[codes]
+        ends = np.cumsum(counts, dtype=ix)
+        shift -= ends
+        shift += counts  # ptr[codes[i]] - (index of the first match of raw line i)
+        del ends
+        m = np.repeat(shift, counts)
+        del shift
+        m += np.arange(total, dtype=ix)
         # Each raw line has the length of its distinct line (so the offsets carry over; a line end
         # "\r\n" counts as "\n"), and each id starts with its match's first bytes.
-        arr = chunk.array
         want = ulen[codes]
         starts = _starts_from_lengths(arr, want)
         if starts is None:  # e.g. "\r\n" line ends: find the line ends in the raw bytes
@@ -387,13 +449,28 @@ class _Preparer:
                 cr[cr] = arr[starts[cr] + want[cr]] == 13
                 if not ((raw_len == want) | cr).all():
                     return None
-        id_start, blob_arr = starts[line] + rel[m], np.frombuffer(blob, dtype=np.uint8)
+        del want
+        id_start = np.repeat(starts.astype(ix, copy=False), counts)
+        del starts
+        id_start += rel[m]
+        blob_arr = np.frombuffer(blob, dtype=np.uint8)
         # Spot check: each id starts with its match's first byte.
         if not (arr[id_start] == blob_arr[spans[:, 0]][m]).all():
             return None
         keys = None
         if rx == HDFS_SESSION_REGEX:  # HDFS block ids as integers; "-" (byte 4) is in the distinct line
             keys = _block_id_keys(arr, id_start, mlen[m], (blob_arr[spans[:, 0] + 4] == ord("-"))[m])
+        line = np.repeat(np.arange(len(counts), dtype=ix), counts)
+        most = int(counts.max())
+        if keys is not None and most <= _MAX_NUMPY_REPEATS:
+            # A line naming the same id twice joins that session once: matches of a line are
+            # consecutive, so a repeat has its first occurrence at most most - 1 places before it.
+            repeat = np.zeros(len(line), dtype=bool)
+            for k in range(1, most):
+                repeat[k:] |= (line[k:] == line[:-k]) & (keys[k:] == keys[:-k])
+            if repeat.any():
+                line, keys = line[~repeat], keys[~repeat]
+            return pl.DataFrame({"line": line, "sid": keys})
         if keys is not None:
             sess = pl.DataFrame({"line": line, "sid": keys})
         else:
@@ -413,16 +490,30 @@ class _Preparer:
     def run(self) -> tuple[dict[str, pl.DataFrame], dict]:
         o = self.o
         kwargs = {"chunk_bytes": self.chunk_bytes} if self.chunk_bytes else {}
-        self.reader = LineReader(o.inputs, o.start_line, o.end_line, **kwargs)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare") as pool:
-            # The labels file is read, and library versions for the manifest (importlib.metadata reads
-            # files) are looked up, in a helper thread while the main thread reads the first chunk.
+        self.reader = LineReader(o.inputs, o.start_line, o.end_line, zero_digits=self.fast, **kwargs)
+        with (ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare") as pool,
+              ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare-parse") as self._parse_pool):
+            # The labels file is read in a helper thread while the main thread reads the first chunk
+            # (mostly in polars, without the GIL). Work that holds the GIL (library versions for the
+            # manifest: importlib.metadata parses files in Python; numpy's lazily imported modules)
+            # is handed to it once the first chunk is digit-normalised: until then the main thread's
+            # two-thread numpy passes take the GIL between blocks, and each hand-off from a thread
+            # that runs Python can cost a switch interval (5 ms).
             labels = (pool.submit(read_labels, o.labels) if o.labels and o.sequence_kind == "sessions"
                       else None)
-            self.versions = pool.submit(library_versions)
+            self._helper = pool
             splits = self._run(labels)
+            self._start_helper_work()
+            assert isinstance(self.versions, Future)
             self.versions = self.versions.result()
             return splits
+
+    def _start_helper_work(self) -> None:
+        """Hand the GIL-bound side work to the helper thread (once)."""
+        if self._helper is not None:
+            self._helper.submit(_import_lazy_modules)
+            self.versions = self._helper.submit(library_versions)
+            self._helper = None
 
     def _run(self, labels: Future[pl.DataFrame] | None) -> tuple[dict[str, pl.DataFrame], dict]:
         o = self.o

@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from logllm.data.threads import in_parts
+from logllm.data.masking import digits_to_zero_and_count
+from logllm.data.threads import in_blocks
 from logllm.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,9 @@ class LineChunk:
     #: Byte offsets of the ``n_lines`` line ends (None when not computed: the reader lists them only
     #: where it cuts a line range); ``line_starts`` finds them when asked.
     newlines: np.ndarray | None = None
+    #: The lines with every ASCII digit replaced by "0" (``digits_to_zero_array``), when the reader
+    #: made that copy in its counting pass (``LineReader(zero_digits=True)``); else None.
+    digits_zeroed: bytes | None = None
 
     @property
     def data(self) -> bytes:
@@ -103,19 +107,26 @@ def newline_offsets(data: bytes | np.ndarray, block: int = 1 << 20) -> np.ndarra
 
 def count_lines(arr: np.ndarray, block: int = 1 << 20) -> tuple[int, bool]:
     """``(number of "\\n" bytes, whether all bytes are ASCII)`` of a uint8 array, in one blockwise pass
-    (counting is several times cheaper than listing the offsets), the halves of a large array in two
-    threads; 1 MB blocks keep the temporary mask small and reused (see ``digits_to_zero_array``)."""
+    (counting is several times cheaper than listing the offsets), two threads taking the blocks of a
+    large array in turn; 1 MB blocks keep the temporary mask small and reused (see ``digits_to_zero_array``)."""
 
-    def count(lo: int, hi: int) -> tuple[int, int]:
+    def count(blocks: Iterator[tuple[int, int]]) -> tuple[int, int]:
         n, top = 0, 0
-        for i in range(lo, hi, block):
-            part = arr[i: min(i + block, hi)]
+        for lo, hi in blocks:
+            part = arr[lo:hi]
             n += int(np.count_nonzero(part == 10))
             top = max(top, int(part.max()))
         return n, top
 
-    found = in_parts(count, len(arr))
+    found = in_blocks(count, len(arr), block)
     return sum(n for n, _ in found), max(top for _, top in found) < 128
+
+
+def count_lines_and_zero_digits(arr: np.ndarray, block: int = 1 << 20) -> tuple[int, bool, bytes]:
+    """``count_lines(arr) + (digits_to_zero_array(arr),)`` in one blockwise pass: each block is
+    counted while it is in cache for the digit pass (two threads taking the blocks of a large array)."""
+    lines, top, zeroed = digits_to_zero_and_count(arr, block)
+    return lines, top < 128, zeroed
 
 
 def check_inputs(paths: list[str] | tuple[str, ...], what: str = "--log") -> list[InputFile]:
@@ -175,8 +186,10 @@ class LineReader:
     """
 
     def __init__(self, paths: list[str] | tuple[str, ...], start_line: int | None = None,
-                 end_line: int | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES, what: str = "--log"):
+                 end_line: int | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES, what: str = "--log",
+                 zero_digits: bool = False):
         self.inputs = check_inputs(paths, what)
+        self.zero_digits = zero_digits
         self.start_line = start_line or 1
         self.end_line = end_line
         self.chunk_bytes = chunk_bytes
@@ -203,7 +216,12 @@ class LineReader:
                     blocks = self._mapped_blocks(info.path, pool, digest, hashing)
                 for block in blocks:
                     arr = block if isinstance(block, np.ndarray) else np.frombuffer(block, dtype=np.uint8)
-                    n, ascii_only = count_lines(arr)
+                    zeroed = None
+                    if self.zero_digits and global_line + 1 >= self.start_line and (
+                            self.end_line is None or global_line < self.end_line):  # starts in range
+                        n, ascii_only, zeroed = count_lines_and_zero_digits(arr)
+                    else:
+                        n, ascii_only = count_lines(arr)
                     lo, hi = global_line + 1, global_line + n  # global numbers of this chunk's lines
                     first_in_file = file_line + 1
                     file_line += n
@@ -220,17 +238,18 @@ class LineReader:
                         start = 0 if a == 0 else int(nl[a - 1]) + 1
                         block = block[start: int(nl[b]) + 1]
                         nl = nl[a: b + 1] - start
+                        zeroed = None
                     first = first_in_file + (keep_lo - lo)
                     bad: list[int] = []
                     if not ascii_only:
                         block, bad = fix_utf8(bytes(block), first)
                     if bad:
-                        nl = None  # replacement characters moved the line ends
+                        nl = zeroed = None  # replacement characters moved the line ends
                         self.invalid_utf8 += len(bad)
                         log.warning("%s: %d line(s) with invalid UTF-8 decoded with replacement "
                                     "(first: line %d)", info.path, len(bad), bad[0])
                     self.lines_in_range += keep_hi - keep_lo + 1
-                    yield LineChunk(index, first, block, keep_hi - keep_lo + 1, bad, nl)
+                    yield LineChunk(index, first, block, keep_hi - keep_lo + 1, bad, nl, zeroed)
             except (OSError, EOFError, gzip.BadGzipFile) as err:
                 raise DataError(f"{info.path}: cannot read ({err}); is the file complete?") from err
             if file_line == 0:
@@ -308,21 +327,23 @@ def distinct_lines(data: bytes, n_lines: int) -> tuple[np.ndarray, pl.Series, np
         if len(s) == n_lines:
             table = cats.to_series().cast(pl.String)
             # Empty lines come back null: give them their own code after the categories.
-            raw_codes = s.to_physical().fill_null(len(table)).to_numpy().astype(np.int64)
+            raw_codes = s.to_physical().fill_null(len(table)).to_numpy()
             table = table.append(pl.Series([""], dtype=pl.String))
     if raw_codes is None:
         lines = lines_series(data, n_lines)
         table = lines.unique(maintain_order=True)
         raw_codes = lines.replace_strict(table, pl.int_range(len(table), eager=True), return_dtype=pl.Int64).to_numpy()
-    # First line of each code, in O(n) (ufunc.at is defined for repeated indices).
-    first_of = np.full(len(table), n_lines, dtype=np.int64)
-    np.minimum.at(first_of, raw_codes, np.arange(n_lines, dtype=np.int64))
+    # First line of each code, in O(n) (ufunc.at is defined for repeated indices). Line numbers and
+    # codes in 32 bits where they fit: the per-line arrays are fresh memory, paid in page faults.
+    ix = np.int32 if n_lines < 2**31 - 1 else np.int64
+    first_of = np.full(len(table), n_lines, dtype=ix)
+    np.minimum.at(first_of, raw_codes, np.arange(n_lines, dtype=ix))
     present = np.flatnonzero(first_of < n_lines)
     order = present[np.argsort(first_of[present], kind="stable")]  # categories come in thread order
-    remap = np.zeros(len(table), dtype=np.int64)
+    remap = np.zeros(len(table), dtype=ix)
     remap[order] = np.arange(len(order))
     distinct = table.gather(order).rename("line")
-    return remap[raw_codes], distinct, first_of[order]
+    return remap[raw_codes], distinct, first_of[order].astype(np.int64)
 
 
 def lines_series(data: bytes, n_lines: int) -> pl.Series:

@@ -1,10 +1,12 @@
 """Byte-array passes split over threads: numpy releases the GIL inside its loops, so two halves of a
-large array are processed at once on two cores."""
+large array (:func:`in_parts`), or two threads taking its blocks in turn (:func:`in_blocks`), are
+processed at once on two cores."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -33,3 +35,25 @@ def in_parts(fn: Callable[[int, int], T], n: int, min_bytes: int | None = None) 
     others = [_pool.submit(fn, cuts[k], cuts[k + 1]) for k in range(1, parts)]
     first = fn(cuts[0], cuts[1])
     return [first, *(f.result() for f in others)]
+
+
+def in_blocks(fn: Callable[[Iterator[tuple[int, int]]], T], n: int, block: int,
+              min_bytes: int | None = None) -> list[T]:
+    """``fn(blocks)`` in up to two threads (as :func:`in_parts` decides), where ``blocks`` yields
+    ``(lo, hi)`` blocks of ``range(n)`` of ``block`` items, each block to one thread only: a thread
+    takes the next block when it is done with one, so when another process or thread holds up one
+    of them, the other does more of the work (two fixed halves would wait for the slower one).
+    Returns one result per thread, in no particular order; ``fn`` must not depend on which blocks
+    it gets (each block is processed once by some thread)."""
+    starts = iter(range(0, n, block))
+    lock = threading.Lock()
+
+    def blocks() -> Iterator[tuple[int, int]]:
+        while True:
+            with lock:
+                lo = next(starts, None)
+            if lo is None:
+                return
+            yield lo, min(lo + block, n)
+
+    return in_parts(lambda lo, hi: fn(blocks()), n, min_bytes)
