@@ -66,11 +66,6 @@ def prepared_folder(data: Path, seed: int, out: Path) -> Path:
     return folder
 
 
-def _f1(pred, y) -> float:
-    tp = int((pred & (y == 1)).sum())
-    return 2 * tp / max(tp + int(pred.sum()) + int((y == 1).sum()), 1)
-
-
 def run_one(variant: dict, name: str, seed: int, prepared: Path, out: Path, minilm: str | None) -> dict:
     import numpy as np
     import polars as pl
@@ -81,7 +76,7 @@ def run_one(variant: dict, name: str, seed: int, prepared: Path, out: Path, mini
 
         hub.minilm_path = lambda: Path(minilm)
     from logllm.config import apply_overrides, preset
-    from logllm.evaluate import evaluate
+    from logllm.evaluate import DEFAULT_THRESHOLD, classification_metrics, evaluate
     from logllm.training.trainer import train_run
 
     torch.set_num_threads(1)
@@ -100,7 +95,7 @@ def run_one(variant: dict, name: str, seed: int, prepared: Path, out: Path, mini
         y = scores["label"].to_numpy()
         row.update({f"{split}_f1": m.f1, f"{split}_roc_auc": m.roc_auc, f"{split}_pr_auc": m.pr_auc,
                     f"{split}_logloss": float(-np.mean(np.where(y == 1, np.log(p), np.log(1 - p)))),
-                    f"{split}_f1_at_0.5": _f1(p >= 0.5, y), f"{split}_tp": m.tp, f"{split}_fp": m.fp,
+                    f"{split}_f1_at_0.5": classification_metrics(y, scores["score"].to_numpy(), DEFAULT_THRESHOLD)["f1"], f"{split}_tp": m.tp, f"{split}_fp": m.fp,
                     f"{split}_fn": m.fn, "threshold": m.threshold})
     shutil.rmtree(run, ignore_errors=True)  # the weights are not kept (hundreds of MB per run)
     return row
