@@ -13,7 +13,6 @@ identical output (tested).
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 import time
@@ -268,8 +267,11 @@ class _Preparer:
         self.kept = 0
         self.no_session = 0
         self._helper: ThreadPoolExecutor | None = None  # see run()
-        self._parse_pool: ThreadPoolExecutor | None = None
-        self.versions: Future[dict] | dict | None = None
+        # Parses and masks a chunk's distinct lines beside the session-id search (see process); its
+        # thread starts on first use and ends with run().
+        self._parse_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare-parse")
+        self._versions_job: Future[dict] | None = None  # library versions, read in the helper thread
+        self.versions: dict | None = None
 
     # ---- per chunk -----------------------------------------------------------------------------
     def _where(self, chunk: LineChunk, idx: int) -> str:
@@ -305,10 +307,9 @@ class _Preparer:
             if self.session_rx:
                 # Parsing and masking the distinct lines (polars) and finding the session ids (numpy)
                 # are independent: the first runs in a helper thread while this thread does the second.
-                parsing = self._parse_pool.submit(parse_and_mask) if self._parse_pool else None
-                done = parsing.result if parsing is not None else functools.cache(parse_and_mask)
-                sess = self._fast_sessions(chunk, uniq, lambda: done()[0].content, codes)
-                batch, ids = done()
+                parsing = self._parse_pool.submit(parse_and_mask)
+                sess = self._fast_sessions(chunk, uniq, lambda: parsing.result()[0].content, codes)
+                batch, ids = parsing.result()
             else:
                 batch, ids = parse_and_mask()
             mid = ids[codes]
@@ -491,8 +492,7 @@ class _Preparer:
         o = self.o
         kwargs = {"chunk_bytes": self.chunk_bytes} if self.chunk_bytes else {}
         self.reader = LineReader(o.inputs, o.start_line, o.end_line, zero_digits=self.fast, **kwargs)
-        with (ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare") as pool,
-              ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare-parse") as self._parse_pool):
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare") as pool, self._parse_pool:
             # The labels file is read in a helper thread while the main thread reads the first chunk
             # (mostly in polars, without the GIL). Work that holds the GIL (library versions for the
             # manifest: importlib.metadata parses files in Python; numpy's lazily imported modules)
@@ -503,16 +503,15 @@ class _Preparer:
                       else None)
             self._helper = pool
             splits = self._run(labels)
-            self._start_helper_work()
-            assert isinstance(self.versions, Future)
-            self.versions = self.versions.result()
+            self._start_helper_work()  # (started by the first chunk unless there was none)
+            self.versions = self._versions_job.result() if self._versions_job is not None else None
             return splits
 
     def _start_helper_work(self) -> None:
         """Hand the GIL-bound side work to the helper thread (once)."""
         if self._helper is not None:
             self._helper.submit(_import_lazy_modules)
-            self.versions = self._helper.submit(library_versions)
+            self._versions_job = self._helper.submit(library_versions)
             self._helper = None
 
     def _run(self, labels: Future[pl.DataFrame] | None) -> tuple[dict[str, pl.DataFrame], dict]:
