@@ -162,7 +162,14 @@ def _digits_to_zero_part(arr: np.ndarray, out: np.ndarray, block: int, blocks: I
         np.multiply(d[:k], is_digit[:k], out=d[:k])  # a digit's distance from "0", else 0
         np.subtract(a, d[:k], out=out[lo:hi])
         if count:
-            np.equal(a, 10, out=is_digit[:k])
-            lines += int(np.count_nonzero(is_digit[:k]))
-            top = max(top, int(a.max()))
+            n, t = newlines_and_top(a, is_digit)
+            lines, top = lines + n, max(top, t)
     return lines, top
+
+
+def newlines_and_top(a: np.ndarray, scratch: np.ndarray) -> tuple[int, int]:
+    """``(number of "\\n" bytes, largest byte)`` of a uint8 block; ``scratch`` is a bool array at least
+    as long, reused between blocks (no fresh temporary per block)."""
+    mask = scratch[: len(a)]
+    np.equal(a, 10, out=mask)
+    return int(np.count_nonzero(mask)), int(a.max())

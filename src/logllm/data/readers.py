@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from logllm.data.masking import digits_to_zero_and_count
+from logllm.data.masking import digits_to_zero_and_count, newlines_and_top
 from logllm.data.threads import in_blocks
 from logllm.errors import DataError
 
@@ -111,11 +111,11 @@ def count_lines(arr: np.ndarray, block: int = 1 << 20) -> tuple[int, bool]:
     large array in turn; 1 MB blocks keep the temporary mask small and reused (see ``digits_to_zero_array``)."""
 
     def count(blocks: Iterator[tuple[int, int]]) -> tuple[int, int]:
+        scratch = np.empty(min(block, len(arr)), dtype=bool)
         n, top = 0, 0
         for lo, hi in blocks:
-            part = arr[lo:hi]
-            n += int(np.count_nonzero(part == 10))
-            top = max(top, int(part.max()))
+            k, t = newlines_and_top(arr[lo:hi], scratch)
+            n, top = n + k, max(top, t)
         return n, top
 
     found = in_blocks(count, len(arr), block)
