@@ -266,9 +266,10 @@ class _Preparer:
         self.sessions: list[pl.DataFrame] = []
         self.kept = 0
         self.no_session = 0
-        self._helper: ThreadPoolExecutor | None = None  # see run()
-        # Parses and masks a chunk's distinct lines beside the session-id search (see process); its
-        # thread starts on first use and ends with run().
+        # Two helper threads, each started on first use and ended with run(): one reads the labels file
+        # and does the GIL-bound side work (see run); the other parses and masks a chunk's distinct lines
+        # beside the session-id search (see process).
+        self._helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
         self._parse_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare-parse")
         self._versions_job: Future[dict] | None = None  # library versions, read in the helper thread
         self.versions: dict | None = None
@@ -492,27 +493,25 @@ class _Preparer:
         o = self.o
         kwargs = {"chunk_bytes": self.chunk_bytes} if self.chunk_bytes else {}
         self.reader = LineReader(o.inputs, o.start_line, o.end_line, zero_digits=self.fast, **kwargs)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare") as pool, self._parse_pool:
+        with self._helper, self._parse_pool:
             # The labels file is read in a helper thread while the main thread reads the first chunk
             # (mostly in polars, without the GIL). Work that holds the GIL (library versions for the
             # manifest: importlib.metadata parses files in Python; numpy's lazily imported modules)
             # is handed to it once the first chunk is digit-normalised: until then the main thread's
             # two-thread numpy passes take the GIL between blocks, and each hand-off from a thread
             # that runs Python can cost a switch interval (5 ms).
-            labels = (pool.submit(read_labels, o.labels) if o.labels and o.sequence_kind == "sessions"
+            labels = (self._helper.submit(read_labels, o.labels) if o.labels and o.sequence_kind == "sessions"
                       else None)
-            self._helper = pool
             splits = self._run(labels)
-            self._start_helper_work()  # (started by the first chunk unless there was none)
-            self.versions = self._versions_job.result() if self._versions_job is not None else None
+            self.versions = self._start_helper_work().result()  # (normally started by the first chunk)
             return splits
 
-    def _start_helper_work(self) -> None:
-        """Hand the GIL-bound side work to the helper thread (once)."""
-        if self._helper is not None:
+    def _start_helper_work(self) -> Future[dict]:
+        """Hand the GIL-bound side work to the helper thread (once); the library versions' Future."""
+        if self._versions_job is None:
             self._helper.submit(_import_lazy_modules)
             self._versions_job = self._helper.submit(library_versions)
-            self._helper = None
+        return self._versions_job
 
     def _run(self, labels: Future[pl.DataFrame] | None) -> tuple[dict[str, pl.DataFrame], dict]:
         o = self.o
