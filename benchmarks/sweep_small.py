@@ -56,15 +56,10 @@ VARIANTS: dict[str, dict] = {
 
 
 def prepared_folder(data: Path, seed: int, out: Path) -> Path:
-    from logllm.data.options import PrepareOptions
-    from logllm.data.prepare import prepare
+    """HDFS_2pct prepared with this seed (random 80/10/10), made once per seed under ``out``."""
+    from bench_model import prepare_hdfs  # this script's folder is on sys.path when it runs
 
-    folder = out / f"prepared_hdfs_seed{seed}"
-    if not (folder / "manifest.json").is_file():
-        options = PrepareOptions(family="hdfs", inputs=(str(data / "HDFS_2pct" / "HDFS_2pct.log"),),
-                                 labels=str(data / "HDFS_2pct" / "anomaly_label.csv"), seed=seed, val_ratio=0.1)
-        prepare(options, folder)
-    return folder
+    return prepare_hdfs(data, seed, out / f"prepared_hdfs_seed{seed}")
 
 
 def run_one(variant: dict, name: str, seed: int, prepared: Path, out: Path, minilm: str | None) -> dict:
