@@ -32,38 +32,33 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
+    import tempfile
+
     import numpy as np
     import torch
 
-    from logllm.config import preset
-    from logllm.data.dataset import PreparedData
-    from logllm.model.logllm import LogLLM
-    from logllm.training.trainer import make_adamw
+    from logllm.config import apply_overrides, preset
+    from logllm.training.trainer import Trainer
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    model = LogLLM.build(preset("small").model, seed=args.seed)
+    # The trainer sets the step up as training does: threads, model from the seed, the stage's parts
+    # unfrozen and the rest frozen, the encoder cache when the encoder is frozen, fused AdamW.
+    config = apply_overrides(preset("small"), {"seed": args.seed, "threads": args.threads, "checkpoint_every": 0,
+                                               "micro_batch": args.batch, "grad_accum": 1,
+                                               "stages": [{"name": "3", "trainable": args.parts}]}).validate()
+    run = tempfile.TemporaryDirectory()  # setup() writes the run folder (config, data manifest)
+    trainer = Trainer(config, args.data, Path(run.name) / "run", progress=False)
+    trainer.setup()
+    trainer._start_stage(config.stage("3"))
+    model, optimizer, texts = trainer.model, trainer.optimizer, trainer.texts
+    sequences, labels = trainer.train_ids, trainer.train_labels
     model.train()
-    data = PreparedData(args.data)
-    train = data.sequences("train")
-    sequences = [ids.tolist() for ids in train.message_ids]
-    labels = train.labels.astype(int)
-    for p in model.parameters():  # as a stage does: everything frozen but its parts
-        p.requires_grad_(False)
-    params = [p for name, part in model.parts().items() if name in args.parts for p in part]
-    for p in params:
-        p.requires_grad_(True)
-    if "encoder" not in args.parts:
-        model.freeze_encoder_cache(data.messages)
-    optimizer = make_adamw(params, lr=5e-5, weight_decay=0.01)
     rng = np.random.default_rng(args.seed)
 
     def step() -> tuple[float, float, float]:
         batch = rng.choice(len(sequences), args.batch)
         optimizer.zero_grad()
         t0 = time.perf_counter()
-        loss = model.loss(data.messages, [sequences[i] for i in batch], [int(labels[i]) for i in batch])
+        loss = model.loss(texts, [sequences[i] for i in batch], [int(labels[i]) for i in batch])
         t1 = time.perf_counter()
         loss.backward()
         t2 = time.perf_counter()
