@@ -30,6 +30,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--autocast", choices=("none", "bfloat16", "auto"), default=None,
+                        help="mixed precision of the forward pass (default: the preset's)")
     args = parser.parse_args()
 
     import tempfile
@@ -45,6 +47,8 @@ def main() -> None:
     config = apply_overrides(preset("small"), {"seed": args.seed, "threads": args.threads, "checkpoint_every": 0,
                                                "micro_batch": args.batch, "grad_accum": 1,
                                                "stages": [{"name": "3", "trainable": args.parts}]}).validate()
+    if args.autocast is not None:
+        config.autocast = None if args.autocast == "none" else args.autocast
     run = tempfile.TemporaryDirectory()  # setup() writes the run folder (config, data manifest)
     trainer = Trainer(config, args.data, Path(run.name) / "run", progress=False)
     trainer.setup()
@@ -58,7 +62,8 @@ def main() -> None:
         batch = rng.choice(len(sequences), args.batch)
         optimizer.zero_grad()
         t0 = time.perf_counter()
-        loss = model.loss(texts, [sequences[i] for i in batch], [int(labels[i]) for i in batch])
+        with trainer.autocast():
+            loss = model.loss(texts, [sequences[i] for i in batch], [int(labels[i]) for i in batch])
         t1 = time.perf_counter()
         loss.backward()
         t2 = time.perf_counter()
@@ -69,7 +74,9 @@ def main() -> None:
         step()
     times = [step() for _ in range(args.steps)]
     fwd, bwd, opt = (statistics.fmean(t[k] for t in times) for k in range(3))
-    print(f"parts {'+'.join(args.parts)}, batch {args.batch}, threads {torch.get_num_threads()}, {args.steps} steps: "
+    precision = str(trainer.autocast_dtype).removeprefix("torch.") if trainer.autocast_dtype else "none"
+    print(f"parts {'+'.join(args.parts)}, batch {args.batch}, threads {torch.get_num_threads()}, autocast {precision}, "
+          f"{args.steps} steps: "
           f"forward {fwd:.3f} s, backward {bwd:.3f} s, optimiser {opt:.3f} s, step {fwd + bwd + opt:.3f} s")
 
 

@@ -106,8 +106,10 @@ def test_repeated_rows_go_through_the_decoder_once_with_the_same_loss_and_gradie
     assert any(g.abs().sum() > 0 for g in batched_grads)
 
 
-def test_gradients_are_bit_identical_run_to_run_with_two_threads(model: LogLLM) -> None:
-    """The same batch gives the same gradient bits every time on a 2-thread CPU (seeded runs repeat).
+@pytest.mark.parametrize("autocast", [False, True], ids=["float32", "bfloat16-autocast"])
+def test_gradients_are_bit_identical_run_to_run_with_two_threads(model: LogLLM, autocast: bool) -> None:
+    """The same batch gives the same gradient bits every time on a 2-thread CPU (seeded runs repeat),
+    in float32 and under the bfloat16 autocast that training may use.
 
     Long rows that repeat a few messages make the decoder-input gather add many gradients into the
     same table row; the backward of ``table[index]`` did that in a thread-dependent order.
@@ -124,7 +126,9 @@ def test_gradients_are_bit_identical_run_to_run_with_two_threads(model: LogLLM) 
         runs = []
         for _ in range(4):
             model.zero_grad()
-            model.loss(MESSAGES, seqs, labels).backward()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                loss = model.loss(MESSAGES, seqs, labels)
+            loss.backward()
             runs.append([p.grad.clone() if p.grad is not None else None for p in params])
     finally:
         torch.set_num_threads(threads)

@@ -56,8 +56,9 @@ def test_small_stages_follow_the_papers_structure_with_caps() -> None:
     small, paper = preset("small"), paper_stages()
     assert [(s.name, s.trainable, s.lr) for s in small.stages] == [(s.name, s.trainable, s.lr) for s in paper]
     assert [s.epochs for s in small.stages] == [s.epochs for s in paper] == [1, 1, 1, 2]
-    assert [s.max_samples for s in small.stages] == [1000, 1000, 500, 7000]
+    assert [s.max_samples for s in small.stages] == [1000, 1000, 500, 12000]
     assert small.model.decoder_dropout == 0.0 and small.effective_batch == 16
+    assert small.autocast == "auto" and preset("paper").autocast is None
 
 
 def test_paper_quantisation_and_lora_objects() -> None:

@@ -20,7 +20,7 @@ from logllm.config import (
 )
 from logllm.errors import ConfigError
 from logllm.training.oversample import minority_target, oversample
-from logllm.training.trainer import Trainer, latest_checkpoint, train_run
+from logllm.training.trainer import Trainer, latest_checkpoint, native_bfloat16, resolve_autocast, train_run
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +139,7 @@ def test_config_file_overrides_and_cli_overrides(tmp_path: Path):
     ("[[stages]]\nname = \"1\"\ntrainable = [\"decoderr\"]\n", ["trainable", "decoderr"]),
     ("[[stages]]\nname = \"1\"\nlr = -1\n", ["lr=-1"]),
     ("micro_batch = \n", ["invalid TOML"]),
+    ("autocast = \"fp8\"\n", ["autocast='fp8'", '"bfloat16"']),
 ])
 def test_config_errors_name_the_option(tmp_path: Path, text: str, words: list[str]):
     path = tmp_path / "bad.toml"
@@ -274,6 +275,35 @@ def test_same_seed_same_weights_other_seed_differs(tiny_prepared: Path, tiny_enc
                           progress=False).model)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_autocast_resolves_per_device():
+    cpu = torch.device("cpu")
+    assert resolve_autocast(None, cpu) is None
+    assert resolve_autocast("bfloat16", cpu) is torch.bfloat16
+    assert resolve_autocast("auto", cpu) is (torch.bfloat16 if native_bfloat16(cpu) else None)
+    assert resolve_autocast("auto", torch.device("meta")) is None
+
+
+def test_bfloat16_autocast_trains_float32_weights_reproducibly(tiny_prepared: Path, tiny_encoder: Path,
+                                                               tmp_path: Path):
+    """Autocast changes the losses a little (its matmuls are bfloat16), keeps the weights float32, and the
+    same seed still gives the same weights bit for bit."""
+    stages = [{"name": n, "max_samples": 8, "epochs": 1} for n in ("1", "2a", "2b", "3")]
+    plain = train_run(tiny_config(tiny_encoder, stages=stages, autocast=None), tiny_prepared, tmp_path / "fp32",
+                      progress=False)
+    config = tiny_config(tiny_encoder, stages=stages, autocast="bfloat16")
+    a = train_run(config, tiny_prepared, tmp_path / "a", progress=False)
+    b = train_run(config, tiny_prepared, tmp_path / "b", progress=False)
+    assert plain.autocast_dtype is None and a.autocast_dtype is torch.bfloat16
+    start = json.loads((tmp_path / "a" / "train_log.jsonl").read_text().splitlines()[0])
+    assert start["autocast"] == "bfloat16"
+    wa, wb = weights(a.model), weights(b.model)
+    assert all(w.dtype in (torch.float32, torch.int64) for w in wa.values())
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    fp32, bf16 = losses(tmp_path / "fp32"), losses(tmp_path / "a")
+    assert len(fp32) == len(bf16) and fp32 != bf16
+    assert np.allclose(fp32[0], bf16[0], rtol=0.05)  # the first step starts from the same weights
 
 
 def test_threshold_from_val_or_default(tiny_prepared: Path, tiny_encoder: Path, tmp_path: Path):

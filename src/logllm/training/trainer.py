@@ -139,6 +139,22 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 matmuls natively (CUDA with bf16; a CPU with AVX512-BF16 or AMX)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def resolve_autocast(choice: str | None, device: torch.device) -> torch.dtype | None:
+    """The dtype training's forward passes autocast to (None: none), from ``TrainConfig.autocast``."""
+    if choice == "bfloat16" or (choice == "auto" and native_bfloat16(device)):
+        return torch.bfloat16
+    return None
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     """The newest complete checkpoint folder of a run (highest step, then latest stage), or None."""
     found = []
@@ -195,6 +211,7 @@ class Trainer:
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         self._session_start = 0.0
+        self.autocast_dtype: torch.dtype | None = None
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -237,11 +254,16 @@ class Trainer:
             _set_seed(cfg.seed)
             self.model = self.model_cls.build(cfg.model, seed=cfg.seed)
             _set_seed(cfg.seed)
-            (self.run_dir / TRAIN_LOG).write_text("")
-            self._log({"event": "start", "seed": cfg.seed, "preset": cfg.preset,
-                       "oversampling": asdict(self.oversampling), "versions": library_versions()})
         else:
             self._load_checkpoint(ckpt)
+        device = torch.device(getattr(self.model, "device", "cpu"))
+        self.autocast_dtype = resolve_autocast(cfg.autocast, device)
+        precision = str(self.autocast_dtype).removeprefix("torch.") if self.autocast_dtype else "none"
+        log.info("training forward passes: autocast %s (config %r, %s)", precision, cfg.autocast, device)
+        if ckpt is None:
+            (self.run_dir / TRAIN_LOG).write_text("")
+            self._log({"event": "start", "seed": cfg.seed, "preset": cfg.preset, "autocast": precision,
+                       "oversampling": asdict(self.oversampling), "versions": library_versions()})
         self._session_start = time.perf_counter()
 
     def _load_checkpoint(self, ckpt: Path) -> None:
@@ -406,6 +428,12 @@ class Trainer:
             self.save_checkpoint(f"stage-{stage.name}")
         return True
 
+    def autocast(self) -> torch.autocast:
+        """The mixed-precision context of training's forward passes (a no-op without autocast)."""
+        device = torch.device(getattr(self.model, "device", "cpu"))
+        return torch.autocast(device.type, dtype=self.autocast_dtype or torch.float32,
+                              enabled=self.autocast_dtype is not None)
+
     def _step(self, group: list[np.ndarray]) -> float:
         """One optimiser step over a group of micro-batches; returns the group's mean loss."""
         n = sum(len(b) for b in group)
@@ -414,7 +442,8 @@ class Trainer:
         for batch in group:
             seqs = [self.train_ids[i] for i in batch]
             labels = [int(self.train_labels[i]) for i in batch]
-            loss = self.model.loss(self.texts, seqs, labels)
+            with self.autocast():
+                loss = self.model.loss(self.texts, seqs, labels)
             # Weight by micro-batch size so the step equals one over the whole group.
             (loss * (len(batch) / n)).backward()
             total += float(loss.detach()) * len(batch)
