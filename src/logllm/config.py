@@ -123,8 +123,8 @@ class TrainConfig:
     micro-batches and shuffle those: less padding and fewer decoder rows per step (0 = plain order)."""
     autocast: str | None = None
     """Mixed precision for training's forward passes: "bfloat16" runs them under ``torch.autocast``
-    (matmuls in bfloat16; weights, gradients and AdamW stay float32), "auto" does so where the device
-    computes bfloat16 natively (CUDA with bf16, or a CPU with AVX512-BF16 / AMX) and else not, None
+    (matmuls in bfloat16; weights, gradients and AdamW stay float32), "auto" does so on a CPU that
+    computes bfloat16 natively (AVX512-BF16 / AMX) and else not (on a GPU, use ``model.dtype``), None
     ("none" in a config file) never. Scoring (validation, threshold, evaluate) is always in the model's dtype."""
     beta: float = 0.3
     """Minority oversampling target proportion (METHOD.md section 4); 0 turns oversampling off."""

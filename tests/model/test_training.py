@@ -283,6 +283,7 @@ def test_autocast_resolves_per_device():
     assert resolve_autocast("bfloat16", cpu) is torch.bfloat16
     assert resolve_autocast("auto", cpu) is (torch.bfloat16 if native_bfloat16(cpu) else None)
     assert resolve_autocast("auto", torch.device("meta")) is None
+    assert resolve_autocast("auto", torch.device("cuda")) is None  # GPUs: dtype = "bfloat16" instead
 
 
 def test_bfloat16_autocast_trains_float32_weights_reproducibly(tiny_prepared: Path, tiny_encoder: Path,

@@ -149,8 +149,13 @@ def native_bfloat16(device: torch.device) -> bool:
 
 
 def resolve_autocast(choice: str | None, device: torch.device) -> torch.dtype | None:
-    """The dtype training's forward passes autocast to (None: none), from ``TrainConfig.autocast``."""
-    if choice == "bfloat16" or (choice == "auto" and native_bfloat16(device)):
+    """The dtype training's forward passes autocast to (None: none), from ``TrainConfig.autocast``.
+
+    "auto" means a CPU with native bfloat16 only. On CUDA it stays float32: there the decoder's attention
+    kernel is picked when the model is built, from its dtype (eager attention in half precision, see
+    ``logllm.model.build``), and the fused kernel gave NaN gradients at padded positions in bfloat16;
+    ``dtype = "bfloat16"`` is the way to train in half precision on a GPU."""
+    if choice == "bfloat16" or (choice == "auto" and device.type == "cpu" and native_bfloat16(device)):
         return torch.bfloat16
     return None
 
@@ -260,6 +265,10 @@ class Trainer:
         self.autocast_dtype = resolve_autocast(cfg.autocast, device)
         precision = str(self.autocast_dtype).removeprefix("torch.") if self.autocast_dtype else "none"
         log.info("training forward passes: autocast %s (config %r, %s)", precision, cfg.autocast, device)
+        if self.autocast_dtype is not None and device.type == "cuda" and cfg.model.dtype == "float32":
+            log.warning("autocast to bfloat16 on CUDA with a float32 model keeps the fused attention kernel, "
+                        "which gave NaN gradients at padded positions; [model] dtype = \"bfloat16\" uses eager "
+                        "attention")
         if ckpt is None:
             (self.run_dir / TRAIN_LOG).write_text("")
             self._log({"event": "start", "seed": cfg.seed, "preset": cfg.preset, "autocast": precision,
