@@ -44,11 +44,11 @@ def main() -> None:
 
     # The trainer sets the step up as training does: threads, model from the seed, the stage's parts
     # unfrozen and the rest frozen, the encoder cache when the encoder is frozen, fused AdamW.
-    config = apply_overrides(preset("small"), {"seed": args.seed, "threads": args.threads, "checkpoint_every": 0,
-                                               "micro_batch": args.batch, "grad_accum": 1,
-                                               "stages": [{"name": "3", "trainable": args.parts}]}).validate()
+    overrides = {"seed": args.seed, "threads": args.threads, "checkpoint_every": 0, "micro_batch": args.batch,
+                 "grad_accum": 1, "stages": [{"name": "3", "trainable": args.parts}]}
     if args.autocast is not None:
-        config.autocast = None if args.autocast == "none" else args.autocast
+        overrides["autocast"] = args.autocast  # "none" as in a config file
+    config = apply_overrides(preset("small"), overrides).validate()
     run = tempfile.TemporaryDirectory()  # setup() writes the run folder (config, data manifest)
     trainer = Trainer(config, args.data, Path(run.name) / "run", progress=False)
     trainer.setup()
@@ -74,8 +74,8 @@ def main() -> None:
         step()
     times = [step() for _ in range(args.steps)]
     fwd, bwd, opt = (statistics.fmean(t[k] for t in times) for k in range(3))
-    precision = str(trainer.autocast_dtype).removeprefix("torch.") if trainer.autocast_dtype else "none"
-    print(f"parts {'+'.join(args.parts)}, batch {args.batch}, threads {torch.get_num_threads()}, autocast {precision}, "
+    print(f"parts {'+'.join(args.parts)}, batch {args.batch}, threads {torch.get_num_threads()}, "
+          f"autocast {trainer.autocast_name}, "
           f"{args.steps} steps: "
           f"forward {fwd:.3f} s, backward {bwd:.3f} s, optimiser {opt:.3f} s, step {fwd + bwd + opt:.3f} s")
 

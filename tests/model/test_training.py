@@ -20,7 +20,13 @@ from logllm.config import (
 )
 from logllm.errors import ConfigError
 from logllm.training.oversample import minority_target, oversample
-from logllm.training.trainer import Trainer, latest_checkpoint, native_bfloat16, resolve_autocast, train_run
+from logllm.training.trainer import (
+    Trainer,
+    cpu_has_native_bfloat16,
+    latest_checkpoint,
+    resolve_autocast,
+    train_run,
+)
 
 
 @pytest.fixture(scope="module")
@@ -281,7 +287,7 @@ def test_autocast_resolves_per_device():
     cpu = torch.device("cpu")
     assert resolve_autocast(None, cpu) is None
     assert resolve_autocast("bfloat16", cpu) is torch.bfloat16
-    assert resolve_autocast("auto", cpu) is (torch.bfloat16 if native_bfloat16(cpu) else None)
+    assert resolve_autocast("auto", cpu) is (torch.bfloat16 if cpu_has_native_bfloat16() else None)
     assert resolve_autocast("auto", torch.device("meta")) is None
     assert resolve_autocast("auto", torch.device("cuda")) is None  # GPUs: dtype = "bfloat16" instead
 

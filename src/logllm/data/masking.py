@@ -140,7 +140,6 @@ def digits_to_zero_and_count(arr: np.ndarray, block: int = 1 << 20, count: bool 
         return 0, 0, b""
     result, buffer = _unfilled_bytes(n)
     found = in_blocks(partial(_digits_to_zero_part, arr, buffer, block, count=count), n, block)
-    del buffer
     return sum(k for k, _ in found), max(top for _, top in found), result
 
 

@@ -139,13 +139,9 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def native_bfloat16(device: torch.device) -> bool:
-    """Whether ``device`` computes bfloat16 matmuls natively (CUDA with bf16; a CPU with AVX512-BF16 or AMX)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return False
+def cpu_has_native_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 matmuls natively (AVX512-BF16 or AMX, through oneDNN)."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def resolve_autocast(choice: str | None, device: torch.device) -> torch.dtype | None:
@@ -155,7 +151,7 @@ def resolve_autocast(choice: str | None, device: torch.device) -> torch.dtype | 
     kernel is picked when the model is built, from its dtype (eager attention in half precision, see
     ``logllm.model.build``), and the fused kernel gave NaN gradients at padded positions in bfloat16;
     ``dtype = "bfloat16"`` is the way to train in half precision on a GPU."""
-    if choice == "bfloat16" or (choice == "auto" and device.type == "cpu" and native_bfloat16(device)):
+    if choice == "bfloat16" or (choice == "auto" and device.type == "cpu" and cpu_has_native_bfloat16()):
         return torch.bfloat16
     return None
 
@@ -217,6 +213,7 @@ class Trainer:
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         self._session_start = 0.0
         self.autocast_dtype: torch.dtype | None = None
+        self._device = torch.device("cpu")
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -261,17 +258,16 @@ class Trainer:
             _set_seed(cfg.seed)
         else:
             self._load_checkpoint(ckpt)
-        device = torch.device(getattr(self.model, "device", "cpu"))
+        device = self._device = torch.device(getattr(self.model, "device", "cpu"))
         self.autocast_dtype = resolve_autocast(cfg.autocast, device)
-        precision = str(self.autocast_dtype).removeprefix("torch.") if self.autocast_dtype else "none"
-        log.info("training forward passes: autocast %s (config %r, %s)", precision, cfg.autocast, device)
+        log.info("training forward passes: autocast %s (config %r, %s)", self.autocast_name, cfg.autocast, device)
         if self.autocast_dtype is not None and device.type == "cuda" and cfg.model.dtype == "float32":
             log.warning("autocast to bfloat16 on CUDA with a float32 model keeps the fused attention kernel, "
                         "which gave NaN gradients at padded positions; [model] dtype = \"bfloat16\" uses eager "
                         "attention")
         if ckpt is None:
             (self.run_dir / TRAIN_LOG).write_text("")
-            self._log({"event": "start", "seed": cfg.seed, "preset": cfg.preset, "autocast": precision,
+            self._log({"event": "start", "seed": cfg.seed, "preset": cfg.preset, "autocast": self.autocast_name,
                        "oversampling": asdict(self.oversampling), "versions": library_versions()})
         self._session_start = time.perf_counter()
 
@@ -437,10 +433,14 @@ class Trainer:
             self.save_checkpoint(f"stage-{stage.name}")
         return True
 
+    @property
+    def autocast_name(self) -> str:
+        """The autocast dtype as written to the train log: "bfloat16" or "none"."""
+        return str(self.autocast_dtype).removeprefix("torch.") if self.autocast_dtype else "none"
+
     def autocast(self) -> torch.autocast:
         """The mixed-precision context of training's forward passes (a no-op without autocast)."""
-        device = torch.device(getattr(self.model, "device", "cpu"))
-        return torch.autocast(device.type, dtype=self.autocast_dtype or torch.float32,
+        return torch.autocast(self._device.type, dtype=self.autocast_dtype or torch.float32,
                               enabled=self.autocast_dtype is not None)
 
     def _step(self, group: list[np.ndarray]) -> float:
