@@ -10,8 +10,9 @@ SEED   ?= 0
 
 .PHONY: venv demo test lint bench clean
 
-# The environment is built once and refreshed when pyproject.toml changes.
-$(BIN)/logllm: pyproject.toml
+# The environment is built once and refreshed when pyproject.toml or the C line scanner changes
+# (`pip install -e` compiles src/logllm/data/_linescan.c in place; see setup.py).
+$(BIN)/logllm: pyproject.toml setup.py src/logllm/data/_linescan.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and pinned: the CPU wheel; an unpinned torch pulls GBs of CUDA packages.

@@ -3,6 +3,10 @@
     .venv/bin/python benchmarks/bench_prepare.py [--data ../shared/data] [--repeat 3] [--reference-repeat 3]
                                                  [--reference-10x]
 
+Implementations: logllm (with its C line scanner, as installed), logllm-numpy (the same code with
+LOGLLM_NO_C=1: the numpy/polars path that stands in where the scanner could not be compiled), and the
+plain-Python reference approach (below), spelled two ways.
+
 Cases: HDFS_2pct; HDFS_2pct repeated 10 times (block ids made distinct per copy; generated under
 /tmp, never in the repository); the two Thunderbird slices (100-line windows). Every run is a fresh
 subprocess; its time is measured inside it around the prepare call (imports excluded, file cache warm),
@@ -66,7 +70,11 @@ def cases(data: Path) -> dict[str, dict]:
 
 # ---- workers (run in a subprocess) ---------------------------------------------------------------------
 def worker_logllm(case: dict, out: str) -> dict:
+    from logllm.data import linescan
     from logllm.data.prepare import PrepareOptions, prepare
+
+    if "LOGLLM_NO_C" not in os.environ and not linescan.available():
+        raise SystemExit("the C line scanner is not built: run `pip install -e .` where a C compiler is present")
 
     opts = PrepareOptions(family=case["family"], inputs=tuple(case["inputs"]), labels=case.get("labels"), seed=0)
     t, c = time.perf_counter(), time.process_time()
@@ -146,6 +154,9 @@ def worker_reference(case: dict, out: str, spelling: str = "unicode") -> dict:
 def run_worker(kind: str, name: str, case: dict) -> dict:
     with tempfile.TemporaryDirectory() as out:
         env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+        env.pop("LOGLLM_NO_C", None)
+        if kind == "logllm-numpy":
+            env["LOGLLM_NO_C"] = "1"
         t = time.perf_counter()
         proc = subprocess.run([sys.executable, __file__, "--worker", kind, "--case", json.dumps(case), "--out", out],
                               capture_output=True, text=True, env=env, check=False)
@@ -169,7 +180,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.worker:
         case = json.loads(args.case)
-        if args.worker == "logllm":
+        if args.worker in ("logllm", "logllm-numpy"):
             res = worker_logllm(case, args.out)
         else:
             res = worker_reference(case, args.out, "ascii" if args.worker == "reference-ascii" else "unicode")
@@ -188,7 +199,7 @@ def main() -> None:
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for name in names:
         case = all_cases[name]
-        kinds = {"logllm": args.repeat}
+        kinds = {"logllm": args.repeat, "logllm-numpy": args.repeat}
         if name != "HDFS_2pct_x10" or args.reference_10x:
             kinds.update({"reference": args.reference_repeat, "reference-ascii": args.reference_repeat})
         # Rounds interleave the implementations, so a slow spell of the machine hits both sides.
@@ -202,7 +213,7 @@ def main() -> None:
                           "peak_rss_mb": max(r["peak_rss_mb"] for r in rs)} for kind, rs in runs.items()}
         for kind, r in results.items():
             ratio = ""
-            if kind == "logllm" and "reference" in results:
+            if kind.startswith("logllm") and "reference" in results:
                 ratio = " / ".join(f"{results[k]['seconds'] / r['seconds']:.1f}x; "
                                    f"{results[k]['cpu_seconds'] / r['cpu_seconds']:.1f}x"
                                    for k in ("reference", "reference-ascii"))

@@ -65,7 +65,7 @@ def files(root: Path) -> dict[str, bytes]:
 
 # ---- the sample data ------------------------------------------------------------------------------
 @pytest.mark.integration
-def test_hdfs_2pct_figures_determinism_and_seed(shared_data: Path, tmp_path: Path) -> None:
+def test_hdfs_2pct_figures_determinism_and_seed(shared_data: Path, tmp_path: Path, scanner: str) -> None:
     d = shared_data / "HDFS_2pct"
     o = PrepareOptions(family="hdfs", inputs=(str(d / "HDFS_2pct.log"),), labels=str(d / "anomaly_label.csv"))
     m = prepare(o, tmp_path / "a").manifest
@@ -84,7 +84,7 @@ def test_hdfs_2pct_figures_determinism_and_seed(shared_data: Path, tmp_path: Pat
 
 
 @pytest.mark.integration
-def test_bgl_2k_and_thunderbird_windows(shared_data: Path, tmp_path: Path) -> None:
+def test_bgl_2k_and_thunderbird_windows(shared_data: Path, tmp_path: Path, scanner: str) -> None:
     m = prepare(PrepareOptions(family="bgl", inputs=(str(shared_data / "BGL_2k" / "BGL_2k.log"),)), tmp_path / "bgl").manifest
     assert m["sequences"] == 20 and sum(s["anomalous"] for s in m["splits"].values()) == 12
     tb = shared_data / "Thunderbird"
@@ -110,7 +110,7 @@ def test_streaming_api_reproduces_prepared_messages(shared_data: Path, tmp_path:
 
 
 # ---- fast path == per-line path; chunking does not matter -------------------------------------------
-def test_hdfs_fast_path_matches_custom_and_small_chunks(tmp_path: Path) -> None:
+def test_hdfs_fast_path_matches_custom_and_small_chunks(tmp_path: Path, scanner: str) -> None:
     log, labels = write_hdfs(tmp_path, extra=["081120 203500 9 INFO x: two blk_5 and blk_6 and blk_5 again"])
     labels.write_text(labels.read_text() + "blk_5,Normal\nblk_6,Anomaly\n")
     base = dict(inputs=(str(log),), labels=str(labels), val_ratio=0.25, seed=3)
@@ -132,19 +132,23 @@ _EDGE_LINES = [f"081109 2035{i % 60:02d} {i} INFO dfs.DataNode: Receiving blk_{'
 _EDGE_LINES.append("081109 203501 7 INFO dfs.X: blk_99 twice blk_99 and blk_-0 and blk_007")
 
 
-@pytest.mark.parametrize(("case", "text", "fast"), [
+@pytest.mark.parametrize(("case", "text", "fast"), [  # fast: whether the offsets are used
     ("plain", "\n".join(_EDGE_LINES) + "\n", True),
     ("crlf", "\r\n".join(_EDGE_LINES) + "\r\n", True),
     ("no final newline", "\n".join(_EDGE_LINES) + "\n081109 203501 7 INFO dfs.X: last blk_123456", True),
     ("empty lines", "\n\n".join(_EDGE_LINES) + "\n", True),
-    ("byte order mark", "\ufeff" + "\n".join(_EDGE_LINES) + "\n", False),
+    # (polars' CSV reader drops the mark, so the numpy path's distinct line is shorter than the raw
+    # one; the C scanner keeps every byte.)
+    ("byte order mark", "\ufeff" + "\n".join(_EDGE_LINES) + "\n", {"c": True, "numpy": False}),
     ("id in a header field", "\n".join(_EDGE_LINES) + "\n081109 203501 blk_1 INFO dfs.X: hdr blk_5\n", False),
     ("non-ASCII digit after an id", "\n".join(_EDGE_LINES) + "\n081109 203501 7 INFO dfs.X: blk_12\u0661 blk_3\n", False),
 ])
 def test_hdfs_fast_session_ids_match_per_line_regex(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str,
-                                                     text: str, fast: bool) -> None:
+                                                     text: str, fast: bool | dict, scanner: str) -> None:
     """Session ids copied out of the raw bytes at the offsets found in the distinct lines equal the
     per-line regex's; where the offsets cannot be trusted the per-line way is used (same output)."""
+    if isinstance(fast, dict):
+        fast = fast[scanner]
     from logllm.data import prepare as prep
     from logllm.data import threads
 
@@ -170,7 +174,7 @@ def test_hdfs_fast_session_ids_match_per_line_regex(tmp_path: Path, monkeypatch:
     assert {"blk_99", "blk_-0", "blk_007", "blk_-7920"} <= set(ids.to_list())
 
 
-def test_windowed_fast_path_matches_custom(tmp_path: Path) -> None:
+def test_windowed_fast_path_matches_custom(tmp_path: Path, scanner: str) -> None:
     log = write_windowed(tmp_path)
     with open(log, "a") as f:
         f.write("CPU broken line\n\n")
@@ -302,7 +306,7 @@ def test_missing_labels_policies(tmp_path: Path) -> None:
         prepare(PrepareOptions(missing_labels="keep", **base), tmp_path / "d")  # type: ignore[arg-type]
 
 
-def test_invalid_utf8_and_huge_line_are_counted(tmp_path: Path) -> None:
+def test_invalid_utf8_and_huge_line_are_counted(tmp_path: Path, scanner: str) -> None:
     log = write_windowed(tmp_path, n=50)
     with open(log, "ab") as f:
         f.write("- 1 2005.11.09 dn1 Nov 9 12:00:00 dn1/dn1 caf\xe9 latin-1\n".encode("latin-1"))
@@ -315,7 +319,7 @@ def test_invalid_utf8_and_huge_line_are_counted(tmp_path: Path) -> None:
     assert "caf\ufffd <*>" in texts and 100_000 < max(len(t) for t in texts) < 120_000
 
 
-def test_gzip_input_and_missing_or_empty_files(tmp_path: Path) -> None:
+def test_gzip_input_and_missing_or_empty_files(tmp_path: Path, scanner: str) -> None:
     log = write_windowed(tmp_path, n=200)
     gz = tmp_path / "tb.log.gz"
     gz.write_bytes(gzip.compress(log.read_bytes()))

@@ -22,17 +22,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import numpy.ma  # noqa: F401  (polars looks for masked arrays whenever it builds a Series from an array)
 import polars as pl
 from numpy.lib.stride_tricks import sliding_window_view
 
 from logllm import __version__
-from logllm.data import threads
+from logllm.data import linescan, threads
 from logllm.data.dataset import MESSAGE_SCHEMA, write_prepared
 from logllm.data.labels import read_labels
-from logllm.data.masking import digits_to_zero_array, mask_series
+from logllm.data.linescan import DistinctLines
+from logllm.data.masking import mask_series
 from logllm.data.options import HDFS_SESSION_REGEX, WINDOWED_FAMILIES, PrepareOptions, parse_duration
 from logllm.data.parsing import LineParser, ParsedBatch, _clip
-from logllm.data.readers import LineChunk, LineReader, distinct_lines, lines_series
+from logllm.data.readers import LineChunk, LineReader, group_lines, lines_series
 from logllm.data.splits import chronological_bounds, random_split
 from logllm.data.windows import SEQ_AGG, SEQUENCE_COLUMNS, fixed_windows, time_windows
 from logllm.errors import DataError
@@ -237,14 +239,6 @@ def _block_id_values(arr: np.ndarray, end: np.ndarray, digits: np.ndarray,
     return keys
 
 
-def _import_lazy_modules() -> None:
-    """Import the numpy submodules that numpy loads on first use and a run needs (``numpy.ma``: polars
-    looks for masked arrays whenever it builds a Series from an array; ``numpy.random``: the split),
-    about 20 ms, in the helper thread while the main thread works, instead of on the main thread."""
-    import numpy.ma  # noqa: F401
-    import numpy.random  # noqa: F401
-
-
 class _Preparer:
     def __init__(self, options: PrepareOptions, chunk_bytes: int | None, progress: bool):
         self.o = options
@@ -292,14 +286,11 @@ class _Preparer:
         timestamp = None
         sess = None
         if self.fast:
-            normalised = chunk.digits_zeroed  # made by the reader in its counting pass
-            chunk.digits_zeroed = None
-            if normalised is None:
-                normalised = digits_to_zero_array(chunk.array)
             self._start_helper_work()
-            codes, uniq, first = distinct_lines(normalised, n)
-            del normalised
-            line_numbers = pl.Series(first + chunk.first_line, dtype=pl.UInt64)
+            grouped = group_lines(chunk)  # (normally made by the reader in its counting pass)
+            chunk.distinct = None
+            codes, uniq = grouped.codes, grouped.lines
+            line_numbers = pl.Series(grouped.first + chunk.first_line, dtype=pl.UInt64)
 
             def parse_and_mask() -> tuple[ParsedBatch, np.ndarray]:
                 batch = self.keep_parser.parse(uniq, source=source, line_numbers=line_numbers)
@@ -309,7 +300,7 @@ class _Preparer:
                 # Parsing and masking the distinct lines (polars) and finding the session ids (numpy)
                 # are independent: the first runs in a helper thread while this thread does the second.
                 parsing = self._parse_pool.submit(parse_and_mask)
-                sess = self._fast_sessions(chunk, uniq, lambda: parsing.result()[0].content, codes)
+                sess = self._fast_sessions(chunk, grouped, lambda: parsing.result()[0].content)
                 batch, ids = parsing.result()
             else:
                 batch, ids = parse_and_mask()
@@ -380,8 +371,8 @@ class _Preparer:
                 self.sessions.append(pl.DataFrame({"pos": pos[rows[ok]], "sid": sess["sid"].filter(pl.Series(ok))}))
         self.kept += n_kept
 
-    def _fast_sessions(self, chunk: LineChunk, uniq: pl.Series, content: Callable[[], pl.Series],
-                       codes: np.ndarray) -> pl.DataFrame | None:
+    def _fast_sessions(self, chunk: LineChunk, grouped: DistinctLines,
+                       content: Callable[[], pl.Series]) -> pl.DataFrame | None:
         """Session ids of a chunk without a regex pass over its raw text; None -> use the per-line way.
 
         Digit normalisation keeps every byte offset, so an id sits in a raw line exactly where its
@@ -390,17 +381,18 @@ class _Preparer:
         ``content()`` gives the content of the distinct lines, asked for last (it may still be being
         parsed in another thread).
         """
-        in_line = uniq.str.count_matches(self.session_rx).to_numpy().astype(np.int64)
-        sess = self._session_ids_at_offsets(chunk, uniq, in_line, codes)
+        in_line = grouped.lines.str.count_matches(self.session_rx).to_numpy().astype(np.int64)
+        sess = self._session_ids_at_offsets(chunk, grouped, in_line)
         if not (in_line == content().str.count_matches(self.session_rx).to_numpy()).all():
             return None  # a header names a session id: only matches in the content count
         return sess
 
-    def _session_ids_at_offsets(self, chunk: LineChunk, uniq: pl.Series, in_line: np.ndarray,
-                                codes: np.ndarray) -> pl.DataFrame | None:
+    def _session_ids_at_offsets(self, chunk: LineChunk, grouped: DistinctLines,
+                                in_line: np.ndarray) -> pl.DataFrame | None:
         """:meth:`_fast_sessions` given ``in_line``, the number of matches in each distinct line."""
         rx = self.session_rx
         arr = chunk.array
+        uniq, codes = grouped.lines, grouped.codes
         # Offsets and counts fit in 32 bits below 2 GiB: half the memory (each chunk-sized array is
         # fresh memory, whose page faults cost about as much as the arithmetic).
         ix = np.int32 if len(arr) < 2**31 - 1 else np.int64  # (lines and matches are fewer than bytes)
@@ -425,10 +417,19 @@ class _Preparer:
         if int(mlen.max()) > _MAX_SESSION_ID_BYTES:
             return None
         rel, mlen = rel.astype(ix), mlen.astype(ix)
-        # Match j of raw line i is match ptr[codes[i]] + j of the distinct lines. (Built from
-        # per-line arrays, in place where possible.)
+        blob_arr = np.frombuffer(blob, dtype=np.uint8)
         ptr = np.zeros(len(in_line) + 1, dtype=ix)
         np.cumsum(in_line, out=ptr[1:])
+        if rx == HDFS_SESSION_REGEX and grouped.starts is not None and linescan.available():
+            # The C scanner reads every HDFS block id of every line as an integer, in one pass, at the
+            # exact line starts it found; "-" (byte 4 of a match) is in the distinct line.
+            negative = blob_arr[spans[:, 0] + 4] == ord("-")
+            found = linescan.block_keys(arr, grouped.starts, codes, ptr, rel + 4 + negative,
+                                        mlen - 4 - negative, negative)
+            if found is not None:
+                return pl.DataFrame({"line": found[0], "sid": found[1]})
+        # Match j of raw line i is match ptr[codes[i]] + j of the distinct lines. (Built from
+        # per-line arrays, in place where possible.)
         shift = ptr[codes]
         ends = np.cumsum(counts, dtype=ix)
         shift -= ends
@@ -440,7 +441,8 @@ class _Preparer:
         # Each raw line has the length of its distinct line (so the offsets carry over; a line end
         # "\r\n" counts as "\n"), and each id starts with its match's first bytes.
         want = ulen[codes]
-        starts = _starts_from_lengths(arr, want)
+        # (The C scanner's starts are exact: its distinct lines are the raw lines, digits aside.)
+        starts = grouped.starts if grouped.starts is not None else _starts_from_lengths(arr, want)
         if starts is None:  # e.g. "\r\n" line ends: find the line ends in the raw bytes
             starts = chunk.line_starts()
             raw_len = np.empty(len(starts), dtype=np.int64)
@@ -455,7 +457,6 @@ class _Preparer:
         id_start = np.repeat(starts.astype(ix, copy=False), counts)
         del starts
         id_start += rel[m]
-        blob_arr = np.frombuffer(blob, dtype=np.uint8)
         # Spot check: each id starts with its match's first byte.
         if not (arr[id_start] == blob_arr[spans[:, 0]][m]).all():
             return None
@@ -492,14 +493,17 @@ class _Preparer:
     def run(self) -> tuple[dict[str, pl.DataFrame], dict]:
         o = self.o
         kwargs = {"chunk_bytes": self.chunk_bytes} if self.chunk_bytes else {}
-        self.reader = LineReader(o.inputs, o.start_line, o.end_line, zero_digits=self.fast, **kwargs)
+        self.reader = LineReader(o.inputs, o.start_line, o.end_line, group_lines=self.fast, **kwargs)
         with self._helper, self._parse_pool:
             # The labels file is read in a helper thread while the main thread reads the first chunk
             # (mostly in polars, without the GIL). Work that holds the GIL (library versions for the
-            # manifest: importlib.metadata parses files in Python; numpy's lazily imported modules)
-            # is handed to it once the first chunk is digit-normalised: until then the main thread's
-            # two-thread numpy passes take the GIL between blocks, and each hand-off from a thread
-            # that runs Python can cost a switch interval (5 ms).
+            # manifest: importlib.metadata parses files in Python) is handed to it at once where the C
+            # scanner groups the lines (it runs without the GIL), else once the first chunk is
+            # digit-normalised: until then the main thread's two-thread numpy passes take the GIL
+            # between blocks, and each hand-off from a thread that runs Python can cost a switch
+            # interval (5 ms).
+            if self.fast and linescan.available():
+                self._start_helper_work()  # first: the C scanner runs without the GIL for a whole chunk
             labels = (self._helper.submit(read_labels, o.labels) if o.labels and o.sequence_kind == "sessions"
                       else None)
             splits = self._run(labels)
@@ -509,7 +513,6 @@ class _Preparer:
     def _start_helper_work(self) -> Future[dict]:
         """Hand the GIL-bound side work to the helper thread (once); the library versions' Future."""
         if self._versions_job is None:
-            self._helper.submit(_import_lazy_modules)
             self._versions_job = self._helper.submit(library_versions)
         return self._versions_job
 

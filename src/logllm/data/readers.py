@@ -12,6 +12,12 @@ of the chunks in use are mapped, so memory stays bounded. ``LineChunk.data`` cop
 ``bytes`` on first use; the fast path of `logllm prepare` never needs to. (As with any memory map, a
 file truncated by another process while it is read ends the process with SIGBUS.) Gzip files are
 decompressed into ``bytes`` chunks.
+
+For `logllm prepare`'s fast path the reader can also group each chunk's lines by their
+digit-normalised text while it counts them (``LineReader(group_lines=True)``): with the C extension
+``logllm.data._linescan`` (built at install time where a C compiler is present) in one pass over the
+bytes (:func:`logllm.data.linescan.scan_lines`); without it, numpy writes a digit-normalised copy in its counting pass and
+polars groups that copy later (:func:`distinct_lines`). Both give the same :class:`DistinctLines`.
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from logllm.data.masking import digits_to_zero_and_count, newlines_and_top
+from logllm.data import linescan
+from logllm.data.linescan import DistinctLines
+from logllm.data.masking import digits_to_zero_and_count, digits_to_zero_array, newlines_and_top
 from logllm.data.threads import in_blocks
 from logllm.errors import DataError
 
@@ -67,8 +75,11 @@ class LineChunk:
     #: Byte offsets of the ``n_lines`` line ends (None when not computed: the reader lists them only
     #: where it cuts a line range); ``line_starts`` finds them when asked.
     newlines: np.ndarray | None = None
-    #: The lines with every ASCII digit replaced by "0" (``digits_to_zero_array``), when the reader
-    #: made that copy in its counting pass (``LineReader(zero_digits=True)``); else None.
+    #: The lines grouped by digit-normalised text, when the reader's C scanner did that in its
+    #: counting pass (``LineReader(group_lines=True)``); else None.
+    distinct: DistinctLines | None = None
+    #: Without the C scanner: the lines with every ASCII digit replaced by "0"
+    #: (``digits_to_zero_array``), when the reader made that copy in its counting pass; else None.
     digits_zeroed: bytes | None = None
 
     @property
@@ -95,6 +106,20 @@ class LineChunk:
         starts[:1] = 0
         starts[1:] = nl[:-1] + 1
         return starts
+
+
+def group_lines(chunk: LineChunk) -> DistinctLines:
+    """The chunk's :class:`DistinctLines`: the reader's, or computed now (C scanner, else numpy and
+    polars on the digit-normalised copy)."""
+    if chunk.distinct is not None:
+        return chunk.distinct
+    if linescan.available():
+        distinct = linescan.scan_lines(chunk.array)[2]
+        if distinct is not None:  # (None only for invalid UTF-8, which the reader has repaired)
+            return distinct
+    normalised = chunk.digits_zeroed if chunk.digits_zeroed is not None else digits_to_zero_array(chunk.array)
+    chunk.digits_zeroed = None
+    return DistinctLines(*distinct_lines(normalised, chunk.n_lines))
 
 
 def newline_offsets(data: bytes | np.ndarray, block: int = 1 << 20) -> np.ndarray:
@@ -187,9 +212,9 @@ class LineReader:
 
     def __init__(self, paths: list[str] | tuple[str, ...], start_line: int | None = None,
                  end_line: int | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES, what: str = "--log",
-                 zero_digits: bool = False):
+                 group_lines: bool = False):
         self.inputs = check_inputs(paths, what)
-        self.zero_digits = zero_digits
+        self.group_lines = group_lines
         self.start_line = start_line or 1
         self.end_line = end_line
         self.chunk_bytes = chunk_bytes
@@ -216,10 +241,13 @@ class LineReader:
                     blocks = self._mapped_blocks(info.path, pool, digest, hashing)
                 for block in blocks:
                     arr = block if isinstance(block, np.ndarray) else np.frombuffer(block, dtype=np.uint8)
-                    zeroed = None
-                    if self.zero_digits and global_line + 1 >= self.start_line and (
+                    zeroed = distinct = None
+                    if self.group_lines and global_line + 1 >= self.start_line and (
                             self.end_line is None or global_line < self.end_line):  # starts in range
-                        n, ascii_only, zeroed = count_lines_and_zero_digits(arr)
+                        if linescan.available():
+                            n, ascii_only, distinct = linescan.scan_lines(arr)
+                        else:
+                            n, ascii_only, zeroed = count_lines_and_zero_digits(arr)
                     else:
                         n, ascii_only = count_lines(arr)
                     lo, hi = global_line + 1, global_line + n  # global numbers of this chunk's lines
@@ -238,18 +266,18 @@ class LineReader:
                         start = 0 if a == 0 else int(nl[a - 1]) + 1
                         block = block[start: int(nl[b]) + 1]
                         nl = nl[a: b + 1] - start
-                        zeroed = None
+                        zeroed = distinct = None
                     first = first_in_file + (keep_lo - lo)
                     bad: list[int] = []
                     if not ascii_only:
                         block, bad = fix_utf8(bytes(block), first)
                     if bad:
-                        nl = zeroed = None  # replacement characters moved the line ends
+                        nl = zeroed = distinct = None  # replacement characters moved the line ends
                         self.invalid_utf8 += len(bad)
                         log.warning("%s: %d line(s) with invalid UTF-8 decoded with replacement "
                                     "(first: line %d)", info.path, len(bad), bad[0])
                     self.lines_in_range += keep_hi - keep_lo + 1
-                    yield LineChunk(index, first, block, keep_hi - keep_lo + 1, bad, nl, zeroed)
+                    yield LineChunk(index, first, block, keep_hi - keep_lo + 1, bad, nl, distinct, zeroed)
             except (OSError, EOFError, gzip.BadGzipFile) as err:
                 raise DataError(f"{info.path}: cannot read ({err}); is the file complete?") from err
             if file_line == 0:

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy.random  # noqa: F401  (numpy imports it on first use otherwise, inside the run)
 
 
 def random_split(n: int, train_ratio: float, val_ratio: float, seed: int) -> dict[str, np.ndarray]:
