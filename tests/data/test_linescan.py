@@ -43,8 +43,10 @@ def random_log(rng: np.random.Generator, n: int, distinct: int) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+@pytest.mark.parametrize("simd", [True, False])  # the AVX2 loop (where the CPU has it) and the portable one
 @pytest.mark.parametrize("hash_bits", [64, 3, 1])  # 3 and 1: nearly every line collides with others
-def test_scan_lines_matches_python(hash_bits: int) -> None:
+@pytest.mark.parametrize("min_bytes", [1 << 40, 1])  # one pass, and two halves at once (merged)
+def test_scan_lines_matches_python(hash_bits: int, simd: bool, min_bytes: int) -> None:
     rng = np.random.default_rng(0)
     cases = [
         random_log(rng, 3000, 40),
@@ -53,11 +55,13 @@ def test_scan_lines_matches_python(hash_bits: int) -> None:
         b"\n",
         b"",
         b"x" * 10_000_000 + b" 12\n" + b"x" * 10_000_000 + b" 34\n",  # long lines: the scratch buffer grows
+        b"".join(b"%s %d\n" % (b"y" * k, k) for k in range(80)),  # every length mod 32, the last bytes at the end
+        b"z" * 31 + b"\r",  # a last line of 32 bytes without a line end
         "caf\u00e9 1\ncaf\u00e9 2\n\u0661\n".encode(),  # non-ASCII (an Arabic-Indic digit is not an ASCII digit)
     ]
     for data in cases:
         n, is_ascii, codes, starts, first, lines = python_scan(data)
-        got_n, got_ascii, got = linescan.scan_lines(np.frombuffer(data, dtype=np.uint8), hash_bits)
+        got_n, got_ascii, got = linescan.scan_lines(np.frombuffer(data, dtype=np.uint8), hash_bits, min_bytes, simd)
         assert (got_n, got_ascii) == (n, is_ascii)
         assert got is not None
         assert got.codes.tolist() == codes and got.starts.tolist() == starts

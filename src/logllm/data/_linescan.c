@@ -13,7 +13,9 @@
  *       distinct  bytes: the distinct normalised lines in order of first appearance, each followed by
  *                 "\n" (the arrays come as ``bytes`` in native byte order, for numpy.frombuffer).
  *     ``hash_bits`` < 64 keeps only that many bits of each line's hash, so that tests can force the
- *     collisions that the byte comparison behind every hash match resolves.
+ *     collisions that the byte comparison behind every hash match resolves. On x86-64 CPUs with AVX2
+ *     (checked at run time) lines are normalised and hashed 32 bytes a step; ``simd=False`` takes the
+ *     portable loop (8 bytes a step) instead. The hash differs, the result does not.
  *
  * block_keys(data, starts, codes, ptr, digit_at, digits, negative) -> (lines, keys) | None
  *     HDFS block ids as signed 64-bit integers. Distinct line c holds matches ptr[c] .. ptr[c+1]-1;
@@ -91,6 +93,8 @@ typedef struct {
     size_t scratch_cap;
     uint64_t hash_mask;
     uint64_t all_bytes; /* the OR of every byte (ASCII check) */
+    const unsigned char *limit; /* the end of the data: no load reaches past it */
+    int simd;                   /* use the AVX2 loop (normalise_line_avx2) */
 } Scan;
 
 static int scan_grow_table(Scan *s)
@@ -150,6 +154,83 @@ static uint64_t normalise_line(Scan *s, const unsigned char *p, size_t len)
     return finish_hash(a ^ (b >> 1) ^ (b << 63)) & s->hash_mask;
 }
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define HAVE_AVX2 1
+
+/* Per 32-byte block of a line (its index mod 8): the key of the NH hash step below. */
+static const uint64_t NH_KEYS[8][4] = {
+    {0xbe4ba423396cfeb8ULL, 0x1cad21f72c81017cULL, 0xdb979083e96dd4deULL, 0x1f67b3b7a4a44072ULL},
+    {0x78e5c0cc4ee679cbULL, 0x2172ffcc7dd05a82ULL, 0x8e2443f7744608b8ULL, 0x4c263a81e69035e0ULL},
+    {0xcb00c391bb52283cULL, 0xa32e531b8b65d088ULL, 0x4ef90da297486471ULL, 0xd8acdea946ef1938ULL},
+    {0x3f349ce33f76faa8ULL, 0x1d4f0bc7c7bbdcf9ULL, 0x3159b4cd4be0518aULL, 0x647378d9c97e9fc8ULL},
+    {0xc3ebd33483acc5eaULL, 0xeb6313faffa081c5ULL, 0x49daf0b751dd0d17ULL, 0x9e68d429265516d3ULL},
+    {0xfca1477d58be162bULL, 0xce31d07ad1b8f88fULL, 0x280416958f3acb45ULL, 0x7e404bbbcafbd7afULL},
+    {0x81dad14f2b3e1b5cULL, 0x3ee64fb2f3c1d7e2ULL, 0x9b6b58d5e0c1a0f7ULL, 0x5d5c4a3a2e6f9b21ULL},
+    {0xa7c1e39f4b8d2605ULL, 0x6f0e8d3c9a5b7e41ULL, 0xd2b4f6a8c0e1937bULL, 0x1b9e3f7d5c2a8e64ULL},
+};
+
+/* zero_digits on 32 bytes: a digit byte minus its distance from "0". */
+__attribute__((target("avx2"))) static inline __m256i zero_digits_avx2(__m256i v)
+{
+    __m256i t = _mm256_sub_epi8(v, _mm256_set1_epi8('0'));
+    __m256i digit = _mm256_cmpeq_epi8(_mm256_min_epu8(t, _mm256_set1_epi8(9)), t);
+    return _mm256_sub_epi8(v, _mm256_and_si256(t, digit));
+}
+
+/* One step of an NH hash (as in UMAC and XXH3): independent 32x32-bit products, so the loop is not
+ * bound by a chain of multiplications; adding the block itself keeps what a zero product loses. */
+__attribute__((target("avx2"))) static inline __m256i nh_step(__m256i acc, __m256i x, size_t block)
+{
+    __m256i xk = _mm256_xor_si256(x, _mm256_loadu_si256((const __m256i *)NH_KEYS[block & 7]));
+    acc = _mm256_add_epi64(acc, _mm256_mul_epu32(xk, _mm256_srli_epi64(xk, 32)));
+    return _mm256_add_epi64(acc, _mm256_shuffle_epi32(x, _MM_SHUFFLE(1, 0, 3, 2)));
+}
+
+/* normalise_line with AVX2: 32 bytes a step; the last, partial block is masked to the line (loaded
+ * from a zero-padded copy where 32 bytes would reach past the data). Same scratch bytes, another hash. */
+__attribute__((target("avx2"))) static uint64_t normalise_line_avx2(Scan *s, const unsigned char *p, size_t len)
+{
+    unsigned char *out = s->scratch;
+    __m256i acc = _mm256_set_epi64x((long long)len, 0x243F6A8885A308D3LL, 0x13198A2E03707344LL, 0x452821E638D01377LL);
+    __m256i all = _mm256_setzero_si256();
+    size_t i = 0, block = 0;
+    for (; i + 32 <= len; i += 32, block++) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(p + i));
+        all = _mm256_or_si256(all, v);
+        __m256i x = zero_digits_avx2(v);
+        _mm256_storeu_si256((__m256i *)(out + i), x);
+        acc = nh_step(acc, x, block);
+    }
+    if (i < len) {
+        size_t r = len - i;
+        __m256i v;
+        if (p + i + 32 <= s->limit) {
+            v = _mm256_loadu_si256((const __m256i *)(p + i));
+        } else {
+            unsigned char tail[32] = {0};
+            memcpy(tail, p + i, r);
+            v = _mm256_loadu_si256((const __m256i *)tail);
+        }
+        __m256i index = _mm256_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20,
+                                         21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31);
+        v = _mm256_and_si256(v, _mm256_cmpgt_epi8(_mm256_set1_epi8((char)r), index)); /* the line's r bytes */
+        all = _mm256_or_si256(all, v);
+        __m256i x = zero_digits_avx2(v); /* (zero bytes stay zero) */
+        _mm256_storeu_si256((__m256i *)(out + i), x);
+        acc = nh_step(acc, x, block);
+    }
+    if (_mm256_movemask_epi8(all))
+        s->all_bytes |= 0x80;
+    uint64_t lane[4];
+    _mm256_storeu_si256((__m256i *)lane, acc);
+    uint64_t h = lane[0];
+    for (int k = 1; k < 4; k++)
+        h = (h ^ (h >> 29)) * K1 + lane[k];
+    return finish_hash(h) & s->hash_mask;
+}
+#endif
+
 /* The code of the distinct line now in s->scratch (len bytes, hash h), adding it if new. */
 static int32_t distinct_code(Scan *s, uint64_t h, size_t len, int32_t line)
 {
@@ -197,9 +278,9 @@ static int scan_run(Scan *s, const unsigned char *data, size_t size)
             return -2;
         if (len > 0 && p[len - 1] == '\r')
             len--;
-        if (len + 8 > s->scratch_cap) {
+        if (len + 32 > s->scratch_cap) {
             size_t cap = s->scratch_cap ? s->scratch_cap : 4096;
-            while (cap < len + 8)
+            while (cap < len + 32)
                 cap *= 2;
             unsigned char *q = realloc(s->scratch, cap);
             if (!q)
@@ -207,7 +288,11 @@ static int scan_run(Scan *s, const unsigned char *data, size_t size)
             s->scratch = q;
             s->scratch_cap = cap;
         }
+#ifdef HAVE_AVX2
+        uint64_t h = s->simd ? normalise_line_avx2(s, p, len) : normalise_line(s, p, len);
+#else
         uint64_t h = normalise_line(s, p, len);
+#endif
         int32_t c = distinct_code(s, h, len, (int32_t)s->codes.len);
         if (c < 0 || vec_reserve(&s->codes, 1) || vec_reserve(&s->starts, 1))
             return -1;
@@ -234,12 +319,27 @@ static PyObject *vec_bytes(const Vec *v)
     return PyBytes_FromStringAndSize(v->data ? v->data : "", (Py_ssize_t)(v->len * v->item));
 }
 
+/* Whether this CPU runs the AVX2 loop (checked at run time: the module is built for any x86-64). */
+static int have_avx2(void)
+{
+#ifdef HAVE_AVX2
+    return __builtin_cpu_supports("avx2");
+#else
+    return 0;
+#endif
+}
+
+static PyObject *simd_available(PyObject *self, PyObject *unused)
+{
+    return PyBool_FromLong(have_avx2());
+}
+
 static PyObject *scan_lines(PyObject *self, PyObject *args, PyObject *kwargs)
 {
-    static char *keywords[] = {"data", "hash_bits", NULL};
+    static char *keywords[] = {"data", "hash_bits", "simd", NULL};
     Py_buffer buf;
-    int hash_bits = 64;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*|i:scan_lines", keywords, &buf, &hash_bits))
+    int hash_bits = 64, simd = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*|ip:scan_lines", keywords, &buf, &hash_bits, &simd))
         return NULL;
     if (hash_bits < 1 || hash_bits > 64) {
         PyBuffer_Release(&buf);
@@ -251,6 +351,8 @@ static PyObject *scan_lines(PyObject *self, PyObject *args, PyObject *kwargs)
     s.starts.item = s.text_at.item = sizeof(int64_t);
     s.text.item = 1;
     s.hash_mask = hash_bits == 64 ? ~0ULL : (1ULL << hash_bits) - 1;
+    s.limit = (const unsigned char *)buf.buf + buf.len;
+    s.simd = simd && have_avx2();
     int rc = scan_grow_table(&s) ? -1 : 0;
     if (rc == 0) {
         Py_BEGIN_ALLOW_THREADS
@@ -285,28 +387,89 @@ static int get_array(PyObject *obj, Py_buffer *view, size_t item, const char *na
     return 0;
 }
 
-enum { KEYS_OK = 0, KEYS_NOT_INTEGER = 1, KEYS_BAD_ARGS = 2, KEYS_NO_MEMORY = 3 };
+enum { KEYS_OK = 0, KEYS_NOT_INTEGER = 1, KEYS_BAD_ARGS = 2 };
 
-static int keys_run(const unsigned char *data, Py_ssize_t size, const int64_t *starts, const int32_t *codes,
-                    Py_ssize_t n, const int64_t *ptr, Py_ssize_t n_distinct, const int32_t *digit_at,
-                    const int32_t *digits, const uint8_t *negative, Py_ssize_t n_matches,
-                    int32_t **lines_out, int64_t **keys_out, Py_ssize_t *count)
+/* The value of 8 ASCII digits loaded little-endian (first digit in the lowest byte), in a few
+ * multiplications (pairs, quads, then the octet); -1 if a byte is not a digit. */
+static inline int64_t eight_digits(uint64_t w)
+{
+    if (((w + 0x4646464646464646ULL) | (w - 0x3030303030303030ULL)) & HIGH)
+        return -1;
+    w -= 0x3030303030303030ULL;
+    w = (w * 10) + (w >> 8);
+    w = (((w & 0x000000FF000000FFULL) * (100 + (1000000ULL << 32))) +
+         (((w >> 16) & 0x000000FF000000FFULL) * (1 + (10000ULL << 32)))) >> 32;
+    return (int64_t)w;
+}
+
+/* The value of the nd (1..8) digits that end at q + nd, read as one word (bytes before the digits
+ * count as "0"); -1 if one is not a digit. Needs q + nd - 8 >= the start of the data. */
+static inline int64_t up_to_eight_digits(const unsigned char *q, int nd)
+{
+    uint64_t w;
+    memcpy(&w, q + nd - 8, 8);
+    if (nd < 8) {
+        uint64_t before = (1ULL << (8 * (8 - nd))) - 1; /* the low bytes: the ones before the digits */
+        w = (w & ~before) | (0x3030303030303030ULL & before);
+    }
+    return eight_digits(w);
+}
+
+/* The value of nd (1..19) ASCII digits at q, or -1 (a non-digit, or past int64). */
+static int64_t parse_digits(const unsigned char *q, int nd, const unsigned char *data)
+{
+    int little_endian = 1;
+    if (*(const unsigned char *)&little_endian == 1 && q + nd - 8 >= data && q + nd - 16 >= data - 8) {
+        int64_t lo = up_to_eight_digits(q + (nd > 8 ? nd - 8 : 0), nd > 8 ? 8 : nd);
+        if (nd <= 8 || lo < 0)
+            return lo;
+        int64_t mid = up_to_eight_digits(q + (nd > 16 ? nd - 16 : 0), nd > 16 ? 8 : nd - 8);
+        if (mid < 0)
+            return -1;
+        uint64_t v = (uint64_t)mid * 100000000ULL + (uint64_t)lo;
+        if (nd > 16) {
+            uint64_t top = 0;
+            for (int t = 0; t < nd - 16; t++) {
+                unsigned d = (unsigned)q[t] - '0';
+                if (d > 9)
+                    return -1;
+                top = top * 10 + d;
+            }
+            v += top * 10000000000000000ULL; /* at most 999 * 10**16 + 10**16: below 2**64 */
+        }
+        return v > (uint64_t)INT64_MAX ? -1 : (int64_t)v;
+    }
+    uint64_t v = 0;
+    for (int t = 0; t < nd; t++) {
+        unsigned d = (unsigned)q[t] - '0';
+        if (d > 9)
+            return -1;
+        v = v * 10 + d; /* at most 19 digits: below 2**64 */
+    }
+    return v > (uint64_t)INT64_MAX ? -1 : (int64_t)v;
+}
+
+/* The number of (line, match) pairs; -1 if an index in the arguments is out of range. */
+static Py_ssize_t keys_total(const int32_t *codes, Py_ssize_t n, const int64_t *ptr, Py_ssize_t n_distinct,
+                             Py_ssize_t n_matches)
 {
     Py_ssize_t total = 0;
     for (Py_ssize_t c = 0; c < n_distinct; c++)
         if (ptr[c] < 0 || ptr[c] > ptr[c + 1] || ptr[c + 1] > n_matches)
-            return KEYS_BAD_ARGS;
+            return -1;
     for (Py_ssize_t i = 0; i < n; i++) {
         if (codes[i] < 0 || codes[i] >= n_distinct)
-            return KEYS_BAD_ARGS;
+            return -1;
         total += ptr[codes[i] + 1] - ptr[codes[i]];
     }
-    int32_t *lines = malloc((size_t)(total ? total : 1) * sizeof(int32_t));
-    int64_t *keys = malloc((size_t)(total ? total : 1) * sizeof(int64_t));
-    *lines_out = lines;
-    *keys_out = keys;
-    if (!lines || !keys)
-        return KEYS_NO_MEMORY;
+    return total;
+}
+
+/* Fills lines and keys (room for keys_total pairs) and sets *count to the pairs kept. */
+static int keys_run(const unsigned char *data, Py_ssize_t size, const int64_t *starts, const int32_t *codes,
+                    Py_ssize_t n, const int64_t *ptr, const int32_t *digit_at, const int32_t *digits,
+                    const uint8_t *negative, int32_t *lines, int64_t *keys, Py_ssize_t *count)
+{
     Py_ssize_t k = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_ssize_t line_first = k;
@@ -318,16 +481,10 @@ static int keys_run(const unsigned char *data, Py_ssize_t size, const int64_t *s
             const unsigned char *q = data + at;
             if (nd > 19 || (nd > 1 && q[0] == '0'))
                 return KEYS_NOT_INTEGER;
-            uint64_t v = 0;
-            for (int32_t t = 0; t < nd; t++) {
-                unsigned d = (unsigned)q[t] - '0';
-                if (d > 9)
-                    return KEYS_NOT_INTEGER;
-                v = v * 10 + d; /* at most 19 digits: below 2**64 */
-            }
-            if (v > (uint64_t)INT64_MAX || (negative[j] && v == 0))
+            int64_t v = parse_digits(q, nd, data);
+            if (v < 0 || (negative[j] && v == 0))
                 return KEYS_NOT_INTEGER;
-            int64_t key = negative[j] ? -(int64_t)v : (int64_t)v;
+            int64_t key = negative[j] ? -v : v;
             int repeat = 0;
             for (Py_ssize_t t = line_first; t < k && !repeat; t++)
                 repeat = keys[t] == key;
@@ -351,11 +508,9 @@ static PyObject *block_keys(PyObject *self, PyObject *args)
     static const char *names[7] = {"data", "starts", "codes", "ptr", "digit_at", "digits", "negative"};
     static const size_t items[7] = {1, 8, 4, 8, 4, 4, 1};
     Py_buffer views[7];
-    Py_ssize_t lens[7], count = 0;
+    Py_ssize_t lens[7], count = 0, total;
     int got = 0, rc;
-    int32_t *lines = NULL;
-    int64_t *keys = NULL;
-    PyObject *result = NULL;
+    PyObject *lines = NULL, *keys = NULL, *result = NULL;
     for (; got < 7; got++)
         if (get_array(objs[got], &views[got], items[got], names[got], &lens[got]) < 0)
             goto done;
@@ -364,22 +519,33 @@ static PyObject *block_keys(PyObject *self, PyObject *args)
                                           "length, or ptr is empty");
         goto done;
     }
-    Py_BEGIN_ALLOW_THREADS
-    rc = keys_run(views[0].buf, lens[0], views[1].buf, views[2].buf, lens[1], views[3].buf, lens[3] - 1,
-                  views[4].buf, views[5].buf, views[6].buf, lens[4], &lines, &keys, &count);
-    Py_END_ALLOW_THREADS
-    if (rc == KEYS_OK)
-        result = Py_BuildValue("NN", PyBytes_FromStringAndSize((char *)lines, count * (Py_ssize_t)sizeof(int32_t)),
-                               PyBytes_FromStringAndSize((char *)keys, count * (Py_ssize_t)sizeof(int64_t)));
-    else if (rc == KEYS_NOT_INTEGER)
-        result = Py_NewRef(Py_None);
-    else if (rc == KEYS_NO_MEMORY)
-        PyErr_NoMemory();
-    else
+    total = keys_total(views[2].buf, lens[2], views[3].buf, lens[3] - 1, lens[4]);
+    if (total < 0) {
         PyErr_SetString(PyExc_ValueError, "block_keys: an index in the arguments points outside the data");
+        goto done;
+    }
+    /* The results are written straight into new bytes objects (no copy of a malloc'd array: each fresh
+     * page costs a fault), then cut to the pairs kept. */
+    lines = PyBytes_FromStringAndSize(NULL, total * (Py_ssize_t)sizeof(int32_t));
+    keys = PyBytes_FromStringAndSize(NULL, total * (Py_ssize_t)sizeof(int64_t));
+    if (!lines || !keys)
+        goto done;
+    Py_BEGIN_ALLOW_THREADS
+    rc = keys_run(views[0].buf, lens[0], views[1].buf, views[2].buf, lens[1], views[3].buf, views[4].buf,
+                  views[5].buf, views[6].buf, (int32_t *)PyBytes_AS_STRING(lines),
+                  (int64_t *)PyBytes_AS_STRING(keys), &count);
+    Py_END_ALLOW_THREADS
+    if (rc == KEYS_NOT_INTEGER) {
+        result = Py_NewRef(Py_None);
+    } else if (rc != KEYS_OK) {
+        PyErr_SetString(PyExc_ValueError, "block_keys: an index in the arguments points outside the data");
+    } else if (_PyBytes_Resize(&lines, count * (Py_ssize_t)sizeof(int32_t)) == 0 &&
+               _PyBytes_Resize(&keys, count * (Py_ssize_t)sizeof(int64_t)) == 0) {
+        result = Py_BuildValue("OO", lines, keys);
+    }
 done:
-    free(lines);
-    free(keys);
+    Py_XDECREF(lines);
+    Py_XDECREF(keys);
     for (int i = 0; i < got; i++)
         PyBuffer_Release(&views[i]);
     return result;
@@ -388,6 +554,7 @@ done:
 static PyMethodDef methods[] = {
     {"scan_lines", (PyCFunction)(void (*)(void))scan_lines, METH_VARARGS | METH_KEYWORDS,
      "scan_lines(data, hash_bits=64) -> (n_lines, is_ascii, codes, starts, first, distinct); see the module."},
+    {"simd_available", simd_available, METH_NOARGS, "Whether scan_lines can use its AVX2 loop on this CPU."},
     {"block_keys", block_keys, METH_VARARGS,
      "block_keys(data, starts, codes, ptr, digit_at, digits, negative) -> (lines, keys) | None; see the module."},
     {NULL, NULL, 0, NULL},

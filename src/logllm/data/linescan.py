@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from logllm.data import threads
+
 try:
     from logllm.data import _linescan as _c
 except ImportError:  # pragma: no cover - a build without a C compiler
@@ -48,19 +50,64 @@ class DistinctLines:
     starts: np.ndarray | None = None
 
 
-def scan_lines(data: bytes | np.ndarray, hash_bits: int = 64) -> tuple[int, bool, DistinctLines | None]:
+def scan_lines(data: bytes | np.ndarray, hash_bits: int = 64, min_bytes: int | None = None,
+               simd: bool = True) -> tuple[int, bool, DistinctLines | None]:
     """``(number of lines, whether all bytes are ASCII, DistinctLines)`` of ``data`` (whole lines, each
     ending in "\\n"), in one pass; None for the DistinctLines where the text is not valid UTF-8 (the
     reader repairs such a chunk, then groups its lines again). ``hash_bits`` < 64 truncates the line
-    hashes, so that tests reach the byte comparison that settles every hash collision."""
-    n, is_ascii, codes, starts, first, text = _c.scan_lines(data, hash_bits)
-    try:
-        lines = pl.Series("line", text.decode("utf-8").split("\n")[:-1], dtype=pl.String)
-    except UnicodeDecodeError:
-        return n, is_ascii, None
-    return n, is_ascii, DistinctLines(np.frombuffer(codes, dtype=np.int32), lines,
-                                      np.frombuffer(first, dtype=np.int32).astype(np.int64),
-                                      np.frombuffer(starts, dtype=np.int64))
+    hashes, so that tests reach the byte comparison that settles every hash collision; ``simd=False``
+    takes the scanner's portable loop where it would use AVX2 (the result is the same).
+
+    From ``min_bytes`` (default :data:`logllm.data.threads.MIN_PARALLEL_BYTES`) on, the two halves of
+    ``data`` (cut at a line end) are scanned at once in two threads and their tables merged: the
+    second half's distinct lines that the first has are renumbered to its codes, the others follow
+    in their order, which is the order of first appearance over the whole."""
+    arr = data if isinstance(data, np.ndarray) else np.frombuffer(data, dtype=np.uint8)
+    cut = _middle_line_end(arr) if len(arr) >= (threads.MIN_PARALLEL_BYTES if min_bytes is None else min_bytes) else None
+    if cut is None or threads.workers() < 2:
+        parts = [_c.scan_lines(arr, hash_bits, simd)]
+    else:
+        parts = threads.in_parts(lambda lo, hi: _c.scan_lines(arr[:cut] if lo == 0 else arr[cut:], hash_bits, simd),
+                                 2, min_bytes=0)
+    texts = []
+    for part in parts:
+        try:
+            texts.append(part[5].decode("utf-8").split("\n")[:-1])
+        except UnicodeDecodeError:
+            return sum(p[0] for p in parts), False, None
+    n, is_ascii, codes, starts, first, _ = parts[0]
+    codes, starts = np.frombuffer(codes, dtype=np.int32), np.frombuffer(starts, dtype=np.int64)
+    first = np.frombuffer(first, dtype=np.int32).astype(np.int64)
+    lines = texts[0]
+    if len(parts) == 2:
+        n2, ascii2, codes2, starts2, first2, _ = parts[1]
+        known = {t: i for i, t in enumerate(lines)}
+        remap = np.empty(len(texts[1]), dtype=np.int32)
+        new = []
+        for i, t in enumerate(texts[1]):
+            code = known.get(t)
+            if code is None:
+                code = len(lines) + len(new)
+                new.append(i)
+            remap[i] = code
+        codes = np.concatenate([codes, remap[np.frombuffer(codes2, dtype=np.int32)]])
+        starts = np.concatenate([starts, np.frombuffer(starts2, dtype=np.int64) + cut])
+        first = np.concatenate([first, np.frombuffer(first2, dtype=np.int32)[new].astype(np.int64) + n])
+        lines = lines + [texts[1][i] for i in new]
+        n, is_ascii = n + n2, is_ascii and ascii2
+    return n, is_ascii, DistinctLines(codes, pl.Series("line", lines, dtype=pl.String), first, starts)
+
+
+def _middle_line_end(arr: np.ndarray) -> int | None:
+    """The offset just past the first "\\n" at or after the middle of ``arr``, if it is not the end."""
+    mid, step = len(arr) // 2, 1 << 16
+    while mid < len(arr):
+        found = np.flatnonzero(arr[mid: mid + step] == 10)
+        if len(found):
+            cut = mid + int(found[0]) + 1
+            return cut if cut < len(arr) else None
+        mid, step = mid + step, step * 2
+    return None
 
 
 def block_keys(data: bytes | np.ndarray, starts: np.ndarray, codes: np.ndarray, ptr: np.ndarray,

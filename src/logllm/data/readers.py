@@ -236,10 +236,11 @@ class LineReader:
             try:
                 if _is_gzip(info.path):
                     hashing.append(pool.submit(_hash_file, digest, info.path))
-                    blocks = self._gzip_blocks(info.path)
+                    blocks: Iterator[tuple[np.ndarray | bytes, np.ndarray | None]] = (
+                        (block, None) for block in self._gzip_blocks(info.path))
                 else:
-                    blocks = self._mapped_blocks(info.path, pool, digest, hashing)
-                for block in blocks:
+                    blocks = self._mapped_blocks(info.path)
+                for block, file_bytes in blocks:
                     arr = block if isinstance(block, np.ndarray) else np.frombuffer(block, dtype=np.uint8)
                     zeroed = distinct = None
                     if self.group_lines and global_line + 1 >= self.start_line and (
@@ -250,6 +251,8 @@ class LineReader:
                             n, ascii_only, zeroed = count_lines_and_zero_digits(arr)
                     else:
                         n, ascii_only = count_lines(arr)
+                    if file_bytes is not None:  # hashed beside what follows, the pass above having had both cores
+                        hashing.append(pool.submit(digest.update, file_bytes))
                     lo, hi = global_line + 1, global_line + n  # global numbers of this chunk's lines
                     first_in_file = file_line + 1
                     file_line += n
@@ -288,11 +291,11 @@ class LineReader:
             info.lines = file_line
             self.lines_read += file_line
 
-    def _mapped_blocks(self, path: str, pool: ThreadPoolExecutor, digest: hashlib._Hash,
-                       hashing: list[Future]) -> Iterator[np.ndarray | bytes]:
+    def _mapped_blocks(self, path: str) -> Iterator[tuple[np.ndarray | bytes, np.ndarray]]:
         """Whole-line blocks of a plain file as views of memory-mapped windows of about ``chunk_bytes``
-        (larger where one line is longer), each hashed in the helper thread; a last line without a
-        line end comes as ``bytes`` with ``\\n`` appended. A window is unmapped once its views are gone."""
+        (larger where one line is longer), each with the view of its bytes in the file, for the hash
+        (a last line without a line end comes as ``bytes`` with ``\\n`` appended). A window is unmapped
+        once its views are gone."""
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             pos = 0
@@ -309,9 +312,8 @@ class LineReader:
                     want *= 2
                 view = np.frombuffer(window, dtype=np.uint8)[pos - base: (cut + 1) if cut >= 0 else None]
                 del window  # the views keep the mapping alive while they are in use
-                hashing.append(pool.submit(digest.update, view))
                 pos += len(view)
-                yield view if cut >= 0 else view.tobytes() + b"\n"
+                yield (view if cut >= 0 else view.tobytes() + b"\n"), view
 
     def _gzip_blocks(self, path: str) -> Iterator[bytes]:
         """Whole-line blocks of a gzip file (decompressed, about ``chunk_bytes`` each); a last line

@@ -17,7 +17,8 @@ MIN_PARALLEL_BYTES = 4 << 20
 _pool: ThreadPoolExecutor | None = None
 
 
-def _workers() -> int:
+def workers() -> int:
+    """How many threads a byte pass is split over: 2, or 1 where only one core is available."""
     return max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
@@ -26,7 +27,7 @@ def in_parts(fn: Callable[[int, int], T], n: int, min_bytes: int | None = None) 
     parallel when ``n >= min_bytes`` (default :data:`MIN_PARALLEL_BYTES`) and more than one core is
     available; results in part order."""
     global _pool
-    parts = _workers() if n >= (MIN_PARALLEL_BYTES if min_bytes is None else min_bytes) else 1
+    parts = workers() if n >= (MIN_PARALLEL_BYTES if min_bytes is None else min_bytes) else 1
     if parts == 1:
         return [fn(0, n)]
     if _pool is None:
