@@ -137,18 +137,14 @@ _EDGE_LINES.append("081109 203501 7 INFO dfs.X: blk_99 twice blk_99 and blk_-0 a
     ("crlf", "\r\n".join(_EDGE_LINES) + "\r\n", True),
     ("no final newline", "\n".join(_EDGE_LINES) + "\n081109 203501 7 INFO dfs.X: last blk_123456", True),
     ("empty lines", "\n\n".join(_EDGE_LINES) + "\n", True),
-    # (polars' CSV reader drops the mark, so the numpy path's distinct line is shorter than the raw
-    # one; the C scanner keeps every byte.)
-    ("byte order mark", "\ufeff" + "\n".join(_EDGE_LINES) + "\n", {"c": True, "numpy": False}),
+    ("byte order mark", "\ufeff" + "\n".join(_EDGE_LINES) + "\n", True),  # the reader drops it
     ("id in a header field", "\n".join(_EDGE_LINES) + "\n081109 203501 blk_1 INFO dfs.X: hdr blk_5\n", False),
     ("non-ASCII digit after an id", "\n".join(_EDGE_LINES) + "\n081109 203501 7 INFO dfs.X: blk_12\u0661 blk_3\n", False),
 ])
 def test_hdfs_fast_session_ids_match_per_line_regex(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str,
-                                                     text: str, fast: bool | dict, scanner: str) -> None:
+                                                     text: str, fast: bool, scanner: str) -> None:
     """Session ids copied out of the raw bytes at the offsets found in the distinct lines equal the
     per-line regex's; where the offsets cannot be trusted the per-line way is used (same output)."""
-    if isinstance(fast, dict):
-        fast = fast[scanner]
     from logllm.data import prepare as prep
     from logllm.data import threads
 
@@ -172,6 +168,22 @@ def test_hdfs_fast_session_ids_match_per_line_regex(tmp_path: Path, monkeypatch:
     assert files(tmp_path / "fast") == files(tmp_path / "custom") == files(tmp_path / "chunks")
     ids = pl.concat([PreparedData(tmp_path / "fast").split(s) for s in ("train", "test")])["sequence_id"]
     assert {"blk_99", "blk_-0", "blk_007", "blk_-7920"} <= set(ids.to_list())
+
+
+def test_byte_order_mark_is_not_part_of_the_first_line(tmp_path: Path, scanner: str) -> None:
+    """A UTF-8 byte order mark starting a file (plain or gzip) is dropped: the first line's label
+    token is "-" (normal), as in a file without it, and the manifest still hashes the bytes on disk."""
+    plain = write_windowed(tmp_path, n=300, alerts={250})
+    text = plain.read_bytes()
+    marked = tmp_path / "marked.log"
+    marked.write_bytes(b"\xef\xbb\xbf" + text)
+    zipped = tmp_path / "marked.log.gz"
+    zipped.write_bytes(gzip.compress(b"\xef\xbb\xbf" + text))
+    for name, log in (("plain", plain), ("marked", marked), ("zipped", zipped)):
+        m = prepare(PrepareOptions(family="thunderbird", inputs=(str(log),), window=10), tmp_path / name).manifest
+        assert m["unparsed_lines"] == 0 and sum(s["anomalous"] for s in m["splits"].values()) == 1, name
+    assert files(tmp_path / "plain") == files(tmp_path / "marked") == files(tmp_path / "zipped")
+    assert m["inputs"][0]["sha256"] == hashlib.sha256(zipped.read_bytes()).hexdigest()
 
 
 def test_windowed_fast_path_matches_custom(tmp_path: Path, scanner: str) -> None:

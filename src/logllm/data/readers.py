@@ -44,6 +44,7 @@ from logllm.errors import DataError
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_BYTES = 64 << 20
+_BOM = b"\xef\xbb\xbf"  # the UTF-8 byte order mark
 _SEPARATORS = [bytes([b]) for b in (1, 2, 3, 4, 5, 6, 7, 8, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24)]
 
 
@@ -241,6 +242,8 @@ class LineReader:
                 else:
                     blocks = self._mapped_blocks(info.path)
                 for block, file_bytes in blocks:
+                    if file_line == 0 and bytes(block[:3]) == _BOM:
+                        block = block[3:]  # a byte order mark starts the file, not its first line
                     arr = block if isinstance(block, np.ndarray) else np.frombuffer(block, dtype=np.uint8)
                     zeroed = distinct = None
                     if self.group_lines and global_line + 1 >= self.start_line and (
