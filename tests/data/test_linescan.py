@@ -124,3 +124,21 @@ def test_block_keys_check_their_indices() -> None:
         linescan.block_keys(data, starts, codes + 5, ptr, digit_at, digits, negative)
     with pytest.raises(ValueError, match="differ in length"):
         linescan.block_keys(data, starts[:1], codes, ptr, digit_at, digits, negative)
+
+
+def test_block_keys_at_the_start_of_a_mapped_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An id whose digits begin 4 bytes into the data (a file starting "blk_"): the 8-digit words are
+    read only inside the data (a read before a memory map's first page would crash), for every length."""
+    import mmap
+
+    for nd in range(1, 20):
+        value = int("9" + "87654321" * 3) % 10**nd if nd > 1 else 7
+        value = max(value, 10 ** (nd - 1))  # nd digits, no leading zero
+        path = tmp_path / f"ids{nd}.log"
+        path.write_bytes(f"blk_{value} x\n".encode())
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            view = np.frombuffer(m, dtype=np.uint8)
+            args = _block_key_args([f"blk_{value} x"])
+            got = linescan.block_keys(view, *args[1:])
+            assert got is not None and got[1].tolist() == [value], nd
+            del view, got

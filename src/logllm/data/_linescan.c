@@ -1,7 +1,7 @@
 /*
  * logllm.data._linescan: the two byte passes of `logllm prepare` that numpy cannot do in one go.
  *
- * scan_lines(data, hash_bits=64) -> (n_lines, is_ascii, codes, starts, first, distinct)
+ * scan_lines(data, hash_bits=64, simd=True) -> (n_lines, is_ascii, codes, starts, first, distinct)
  *     Splits ``data`` (whole lines, each ending in "\n"; a last line without one counts too) into
  *     lines and groups equal *digit-normalised* lines (every ASCII digit read as "0"; one trailing
  *     "\r" is not part of a line), in one pass and without copying the text. Returns
@@ -23,8 +23,9 @@
  *     ``negative[j]`` says whether a "-" comes before them. For every line i and every match of its
  *     distinct line: ``lines`` (int32) = i and ``keys`` (int64) = the id's value, negated after a
  *     "-"; an id a line names twice is listed once for that line. None when an id is not the decimal
- *     spelling of its integer (a leading zero, "-0", more than 18 digits past int64, a non-digit),
- *     so that equal keys mean equal ids and the caller can fall back to comparing strings.
+ *     spelling of its integer (a leading zero, "-0", a value past int64, a non-digit), so that equal
+ *     keys mean equal ids and the caller can fall back to comparing strings. Digits are read 8 at a
+ *     time (SWAR) on little-endian machines.
  *
  * Both release the GIL while they run. Every index read from the arguments is checked against the
  * sizes of the buffers (ValueError), so wrong arguments cannot read outside them.
@@ -415,11 +416,13 @@ static inline int64_t up_to_eight_digits(const unsigned char *q, int nd)
     return eight_digits(w);
 }
 
-/* The value of nd (1..19) ASCII digits at q, or -1 (a non-digit, or past int64). */
-static int64_t parse_digits(const unsigned char *q, int nd, const unsigned char *data)
+/* The value of the nd (1..19) ASCII digits at data[at:at + nd], or -1 (a non-digit, or past int64).
+ * Whole words are read where the 8 or 16 bytes before the last digit's end are inside the data. */
+static int64_t parse_digits(const unsigned char *data, Py_ssize_t at, int nd)
 {
+    const unsigned char *q = data + at;
     int little_endian = 1;
-    if (*(const unsigned char *)&little_endian == 1 && q + nd - 8 >= data && q + nd - 16 >= data - 8) {
+    if (*(const unsigned char *)&little_endian == 1 && at + nd - (nd > 8 ? 16 : 8) >= 0) {
         int64_t lo = up_to_eight_digits(q + (nd > 8 ? nd - 8 : 0), nd > 8 ? 8 : nd);
         if (nd <= 8 || lo < 0)
             return lo;
@@ -481,7 +484,7 @@ static int keys_run(const unsigned char *data, Py_ssize_t size, const int64_t *s
             const unsigned char *q = data + at;
             if (nd > 19 || (nd > 1 && q[0] == '0'))
                 return KEYS_NOT_INTEGER;
-            int64_t v = parse_digits(q, nd, data);
+            int64_t v = parse_digits(data, at, nd);
             if (v < 0 || (negative[j] && v == 0))
                 return KEYS_NOT_INTEGER;
             int64_t key = negative[j] ? -v : v;
@@ -553,7 +556,7 @@ done:
 
 static PyMethodDef methods[] = {
     {"scan_lines", (PyCFunction)(void (*)(void))scan_lines, METH_VARARGS | METH_KEYWORDS,
-     "scan_lines(data, hash_bits=64) -> (n_lines, is_ascii, codes, starts, first, distinct); see the module."},
+     "scan_lines(data, hash_bits=64, simd=True) -> (n_lines, is_ascii, codes, starts, first, distinct)."},
     {"simd_available", simd_available, METH_NOARGS, "Whether scan_lines can use its AVX2 loop on this CPU."},
     {"block_keys", block_keys, METH_VARARGS,
      "block_keys(data, starts, codes, ptr, digit_at, digits, negative) -> (lines, keys) | None; see the module."},

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import polars as pl
@@ -63,29 +64,25 @@ def scan_lines(data: bytes | np.ndarray, hash_bits: int = 64, min_bytes: int | N
     second half's distinct lines that the first has are renumbered to its codes, the others follow
     in their order, which is the order of first appearance over the whole."""
     arr = data if isinstance(data, np.ndarray) else np.frombuffer(data, dtype=np.uint8)
-    cut = _middle_line_end(arr) if len(arr) >= (threads.MIN_PARALLEL_BYTES if min_bytes is None else min_bytes) else None
-    if cut is None or threads.workers() < 2:
-        parts = [_c.scan_lines(arr, hash_bits, simd)]
-    else:
-        parts = threads.in_parts(lambda lo, hi: _c.scan_lines(arr[:cut] if lo == 0 else arr[cut:], hash_bits, simd),
-                                 2, min_bytes=0)
-    texts = []
-    for part in parts:
-        try:
-            texts.append(part[5].decode("utf-8").split("\n")[:-1])
-        except UnicodeDecodeError:
-            return sum(p[0] for p in parts), False, None
+    cut = None
+    if threads.workers() > 1 and len(arr) >= (threads.MIN_PARALLEL_BYTES if min_bytes is None else min_bytes):
+        cut = _middle_line_end(arr)
+    halves = [arr] if cut is None else [arr[:cut], arr[cut:]]
+    parts = threads.together([partial(_c.scan_lines, half, hash_bits, simd) for half in halves])
+    try:
+        texts = [part[5].decode("utf-8").split("\n")[:-1] for part in parts]
+    except UnicodeDecodeError:
+        return sum(part[0] for part in parts), False, None
     n, is_ascii, codes, starts, first, _ = parts[0]
     codes, starts = np.frombuffer(codes, dtype=np.int32), np.frombuffer(starts, dtype=np.int64)
-    first = np.frombuffer(first, dtype=np.int32).astype(np.int64)
-    lines = texts[0]
-    if len(parts) == 2:
+    first, lines = np.frombuffer(first, dtype=np.int32).astype(np.int64), texts[0]
+    if cut is not None:  # the second half's table joins the first's
         n2, ascii2, codes2, starts2, first2, _ = parts[1]
-        known = {t: i for i, t in enumerate(lines)}
+        code_of = {text: code for code, text in enumerate(lines)}
         remap = np.empty(len(texts[1]), dtype=np.int32)
-        new = []
-        for i, t in enumerate(texts[1]):
-            code = known.get(t)
+        new = []  # the second half's distinct lines that the first half lacks, in their order
+        for i, text in enumerate(texts[1]):
+            code = code_of.get(text)
             if code is None:
                 code = len(lines) + len(new)
                 new.append(i)

@@ -4,7 +4,8 @@ Lines come out in chunks of whole lines (``LineChunk``) so that memory stays bou
 size however large the file is. Invalid UTF-8 is decoded with replacement characters and each such
 line is counted and reported (Loghub's files contain latin-1 bytes). Every input is hashed (sha256
 of the bytes on disk) while it is read, for the manifest: the blocks read for parsing are hashed in a
-helper thread (hashlib releases the GIL), so plain files are read once.
+helper thread (hashlib releases the GIL) once the reader's own pass over them is done, so plain files
+are read once.
 
 Plain files are memory-mapped one chunk-sized window at a time: a chunk is then a numpy view of the
 page cache (no copy, and far fewer page faults than a freshly allocated buffer) and only the windows
@@ -16,8 +17,9 @@ decompressed into ``bytes`` chunks.
 For `logllm prepare`'s fast path the reader can also group each chunk's lines by their
 digit-normalised text while it counts them (``LineReader(group_lines=True)``): with the C extension
 ``logllm.data._linescan`` (built at install time where a C compiler is present) in one pass over the
-bytes (:func:`logllm.data.linescan.scan_lines`); without it, numpy writes a digit-normalised copy in its counting pass and
-polars groups that copy later (:func:`distinct_lines`). Both give the same :class:`DistinctLines`.
+bytes (:func:`logllm.data.linescan.scan_lines`); without it, numpy writes a digit-normalised copy in
+its counting pass and polars groups that copy later (:func:`distinct_lines`). Both give the same
+:class:`~logllm.data.linescan.DistinctLines`. A UTF-8 byte order mark that starts a file is dropped.
 """
 
 from __future__ import annotations
@@ -254,7 +256,7 @@ class LineReader:
                             n, ascii_only, zeroed = count_lines_and_zero_digits(arr)
                     else:
                         n, ascii_only = count_lines(arr)
-                    if file_bytes is not None:  # hashed beside what follows, the pass above having had both cores
+                    if file_bytes is not None:  # hashed now, beside what follows: the pass above had both cores
                         hashing.append(pool.submit(digest.update, file_bytes))
                     lo, hi = global_line + 1, global_line + n  # global numbers of this chunk's lines
                     first_in_file = file_line + 1

@@ -8,6 +8,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -26,15 +27,20 @@ def in_parts(fn: Callable[[int, int], T], n: int, min_bytes: int | None = None) 
     """``[fn(lo, hi) for each part]`` over ``range(n)`` cut into up to two contiguous parts, run in
     parallel when ``n >= min_bytes`` (default :data:`MIN_PARALLEL_BYTES`) and more than one core is
     available; results in part order."""
-    global _pool
     parts = workers() if n >= (MIN_PARALLEL_BYTES if min_bytes is None else min_bytes) else 1
-    if parts == 1:
-        return [fn(0, n)]
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=parts - 1, thread_name_prefix="logllm-part")
     cuts = [n * k // parts for k in range(parts + 1)]
-    others = [_pool.submit(fn, cuts[k], cuts[k + 1]) for k in range(1, parts)]
-    first = fn(cuts[0], cuts[1])
+    return together([partial(fn, cuts[k], cuts[k + 1]) for k in range(parts)])
+
+
+def together(calls: list[Callable[[], T]]) -> list[T]:
+    """``[call() for call in calls]``: the first in the calling thread while the others run in a
+    helper thread (for work that releases the GIL; one helper, as there are two cores at most to
+    use); results in call order."""
+    global _pool
+    if len(calls) > 1 and _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="logllm-part")
+    others = [_pool.submit(call) for call in calls[1:]] if _pool is not None else []
+    first = calls[0]()
     return [first, *(f.result() for f in others)]
 
 
