@@ -186,6 +186,17 @@ def test_byte_order_mark_is_not_part_of_the_first_line(tmp_path: Path, scanner: 
     assert m["inputs"][0]["sha256"] == hashlib.sha256(zipped.read_bytes()).hexdigest()
 
 
+def test_the_log_says_when_the_c_scanner_is_missing(tmp_path: Path, scanner: str,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    log = write_windowed(tmp_path, n=50)
+    with caplog.at_level("INFO", logger="logllm.data.prepare"):
+        prepare(PrepareOptions(family="thunderbird", inputs=(str(log),)), tmp_path / "p")
+    said = [r.getMessage() for r in caplog.records if "without the C scanner" in r.getMessage()]
+    assert len(said) == (scanner == "numpy"), said
+    if said:
+        assert "not built" in said[0] or "LOGLLM_NO_C" in said[0]
+
+
 def test_windowed_fast_path_matches_custom(tmp_path: Path, scanner: str) -> None:
     log = write_windowed(tmp_path)
     with open(log, "a") as f:

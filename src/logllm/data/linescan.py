@@ -29,13 +29,23 @@ try:
     from logllm.data import _linescan as _c
 except ImportError:  # pragma: no cover - a build without a C compiler
     _c = None
-if os.environ.get("LOGLLM_NO_C", "") not in ("", "0"):
+_DISABLED = os.environ.get("LOGLLM_NO_C", "") not in ("", "0")
+if _DISABLED:
     _c = None
 
 
 def available() -> bool:
     """Whether the C scanner is built and enabled."""
     return _c is not None
+
+
+def unavailable_reason() -> str | None:
+    """Why :func:`available` is false (for the log), or None."""
+    if _c is not None:
+        return None
+    if _DISABLED:
+        return "LOGLLM_NO_C is set"
+    return "logllm.data._linescan is not built: reinstall logllm where a C compiler is present"
 
 
 @dataclass

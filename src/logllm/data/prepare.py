@@ -504,6 +504,9 @@ class _Preparer:
             # interval (5 ms).
             if self.fast and linescan.available():
                 self._start_helper_work()  # first: the C scanner runs without the GIL for a whole chunk
+            elif self.fast:
+                log.info("lines grouped without the C scanner (%s): same output, about 1.5x slower",
+                         linescan.unavailable_reason())
             labels = (self._helper.submit(read_labels, o.labels) if o.labels and o.sequence_kind == "sessions"
                       else None)
             splits = self._run(labels)
