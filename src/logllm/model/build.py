@@ -17,6 +17,7 @@ import torch
 
 from logllm.errors import ConfigError
 from logllm.model.config import LoraSpec, ModelConfig
+from logllm.model.gguf import check_pinned, converted_decoder, gguf_source, is_gguf_decoder
 from logllm.model.hub import resolve
 
 log = logging.getLogger(__name__)
@@ -152,12 +153,43 @@ def _load_kwargs(config: ModelConfig, device: torch.device) -> dict[str, Any]:
 
 
 def load_tokenizer(path: str | Path) -> Any:
+    """A tokenizer with a padding token set explicitly (its end token where it defines none).
+
+    LogLLM pads decoder rows itself (embedding rows with explicit position ids), so the token only
+    matters to code that pads with the tokenizer; it is set so that such code never fails or guesses.
+    """
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(str(path))
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
     except OSError as err:
         raise ConfigError(f"cannot load a tokenizer from {path!s}: {err}") from err
+    if tokenizer.pad_token is None:
+        fallback = tokenizer.eos_token or tokenizer.sep_token or tokenizer.unk_token
+        if fallback is not None:
+            tokenizer.pad_token = fallback
+    return tokenizer
+
+
+def pin_decoder_source(config: ModelConfig) -> ModelConfig:
+    """``config`` with ``decoder_source`` naming the GGUF file (name, sha256, package version) its
+    decoder comes from; unchanged for other decoders. A run records this in its config.json."""
+    if not is_gguf_decoder(config.decoder, config.decoder_gguf_file):
+        return config
+    source = gguf_source(config.decoder, config.decoder_gguf_file)
+    check_pinned(source, config.decoder_source)
+    return config.replace(decoder_source=source.record())
+
+
+def decoder_path(config: ModelConfig) -> str:
+    """A loadable Hugging Face id or folder for ``config.decoder`` (GGUF weights: the converted cache)."""
+    if config.decoder == "minilm-causal":
+        return resolve("minilm")
+    if is_gguf_decoder(config.decoder, config.decoder_gguf_file):
+        source = gguf_source(config.decoder, config.decoder_gguf_file)
+        check_pinned(source, config.decoder_source)
+        return str(converted_decoder(source))
+    return resolve(config.decoder)
 
 
 def build_encoder(config: ModelConfig, device: torch.device, weights: str | Path | None = None) -> Any:
@@ -237,12 +269,7 @@ def build_decoder(config: ModelConfig, device: torch.device, encoder_tokenizer: 
         model = tiny_llama(config, encoder_tokenizer, decoder_attention(config, device))
         model = model.to(dtype=torch_dtype(config), device=device)
         return model, encoder_tokenizer
-    if weights is not None:
-        path = str(weights)
-    elif config.decoder == "minilm-causal":
-        path = resolve("minilm")
-    else:
-        path = resolve(config.decoder)
+    path = str(weights) if weights is not None else decoder_path(config)
     try:
         cfg = AutoConfig.from_pretrained(path)
     except OSError as err:

