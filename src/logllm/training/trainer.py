@@ -374,9 +374,10 @@ class Trainer:
             self.optimizer.load_state_dict(_load_state(ckpt, "optimizer"))
             self.scheduler.load_state_dict(_load_state(ckpt, "scheduler"))
         self._best = load_file(str(ckpt / BEST_FILE)) if (ckpt / BEST_FILE).is_file() else None
-        if self._best is None and self.state.best_step is not None:
-            log.warning("checkpoint %s holds no copy of the best validation weights (step %d); training will end "
-                        "with its last weights", ckpt, self.state.best_step)
+        if self._best is None and self.state.best_val_loss is not None:
+            log.warning("checkpoint %s holds no copy of the best validation weights (validation loss %.5f); unless "
+                        "a later check improves on it, training ends with its last weights", ckpt,
+                        self.state.best_val_loss)
         _set_rng_state(_load_state(ckpt, "rng"))
 
     # -- sampling ------------------------------------------------------------------------------
@@ -598,9 +599,9 @@ class Trainer:
         """Load the parameters kept at the best validation loss into the model (logged, and in the train log)."""
         st = self.state
         if self._best is None:
-            if st.best_step is not None:
-                log.warning("the best validation weights (step %d) were not kept; the model keeps its last weights",
-                            st.best_step)
+            if st.best_val_loss is not None:
+                log.warning("the best validation weights (validation loss %.5f) were not kept (a checkpoint from "
+                            "before they were); the model keeps its last weights", st.best_val_loss)
             return
         params = dict(self.model.named_parameters())
         missing = sorted(set(self._best) - set(params))
