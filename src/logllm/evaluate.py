@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,12 @@ def _ratio(a: int, b: int) -> float:
     return a / b if b else 0.0
 
 
+def predict(scores: np.ndarray | Sequence[float], threshold: float) -> np.ndarray:
+    """The decision rule everywhere (evaluate, bench, training's threshold choice): anomalous when
+    ``score >= threshold``. Returns a boolean array; a score equal to the threshold is anomalous."""
+    return np.asarray(scores, dtype=np.float64) >= threshold
+
+
 def classification_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, Any]:
     """Precision, recall, F1 (anomalous class), accuracy, ROC-AUC, PR-AUC and the confusion counts.
 
@@ -100,7 +107,7 @@ def classification_metrics(labels: np.ndarray, scores: np.ndarray, threshold: fl
 
     labels = np.asarray(labels).astype(int)
     scores = np.asarray(scores, dtype=np.float64)
-    preds = scores >= threshold
+    preds = predict(scores, threshold)
     tp, fp, fn, tn = confusion(labels, preds)
     precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
     f1 = _ratio(2 * tp, 2 * tp + fp + fn)
@@ -199,7 +206,7 @@ def evaluate(
     scores = np.asarray(model.score(data.messages, [m.tolist() for m in seqs.message_ids], batch_size=batch_size),
                         dtype=np.float64)
     seconds = time.perf_counter() - start
-    preds = (scores >= threshold).astype(np.int8)
+    preds = predict(scores, threshold).astype(np.int8)
     # Labels are read only from here on: prediction is done.
     labels = seqs.labels
     known = labels >= 0

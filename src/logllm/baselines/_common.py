@@ -15,6 +15,7 @@ import numpy as np
 
 from logllm.baselines.base import MethodInput
 from logllm.errors import ConfigError
+from logllm.evaluate import predict
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,8 @@ def param(params: dict, name: str, default, kind: type = float):
 
 
 def best_f1_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
-    """The threshold (predict anomalous when score > threshold) that maximises F1 on labeled data.
+    """The threshold (anomalous when ``score >= threshold``, ``logllm.evaluate.predict``) that maximises
+    F1 on labeled data.
 
     Candidate cuts lie halfway between consecutive distinct scores (the widest margin to both
     neighbours). When consecutive cuts reach the same best F1, the middle of that range is taken.
@@ -73,12 +75,12 @@ def best_f1_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
     if not len(scores):
         return 0.0
     if labels.sum() == 0:
-        return float(scores.max())
+        return float(np.nextafter(scores.max(), np.inf))  # nothing in these data is anomalous
     values = np.unique(scores)
     cuts = np.concatenate([[values[0] - 1.0], (values[:-1] + values[1:]) / 2])
     f1s = np.empty(len(cuts))
     for k, t in enumerate(cuts):
-        pred = scores > t
+        pred = predict(scores, t)
         tp = float((pred & labels).sum())
         fp = float((pred & ~labels).sum())
         fn = float((~pred & labels).sum())
@@ -91,10 +93,11 @@ def best_f1_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def normal_quantile_threshold(scores: np.ndarray, quantile: float) -> float:
-    """A threshold from normal data only: the given quantile of the normal sequences' scores."""
+    """A threshold from normal data only: the smallest one above the given quantile of the normal
+    sequences' scores (so with ``score >= threshold`` a score equal to the quantile is normal)."""
     if not len(scores):
         return 0.0
-    return float(np.quantile(np.asarray(scores, dtype=np.float64), quantile))
+    return float(np.nextafter(np.quantile(np.asarray(scores, dtype=np.float64), quantile), np.inf))
 
 
 def setup_torch(seed: int, threads: int) -> None:
@@ -246,7 +249,7 @@ class TorchClassifier:
         return classifier_scores(self.model, self.make_batch, data, self.use)
 
     def predict(self, data: MethodInput) -> np.ndarray:
-        return self.score(data) > self.threshold
+        return predict(self.score(data), self.threshold)
 
 
 def standardized_vectors(train: MethodInput) -> np.ndarray:

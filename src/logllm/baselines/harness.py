@@ -196,8 +196,10 @@ class RunFolderMethod(Method):
         return np.asarray(scores, dtype=np.float64)[d.inverse]
 
     def predict(self, data: MethodInput) -> np.ndarray:
-        threshold = 0.5 if self.model.threshold is None else float(self.model.threshold)
-        return self.score(data) > threshold
+        from logllm.evaluate import DEFAULT_THRESHOLD, predict
+
+        threshold = DEFAULT_THRESHOLD if self.model.threshold is None else float(self.model.threshold)
+        return predict(self.score(data), threshold)  # the rule the run's threshold was chosen for
 
 
 def _run_train_seconds(run: Path) -> float | None:

@@ -36,6 +36,7 @@ import numpy as np
 
 from logllm.baselines._common import best_f1_threshold, distinct, normal_quantile_threshold, param
 from logllm.baselines.base import Method, MethodInput, register
+from logllm.evaluate import predict
 
 log = logging.getLogger(__name__)
 
@@ -145,4 +146,4 @@ class RAPID(Method):
         return self._scores(vecs, toks)[d.inverse]
 
     def predict(self, data: MethodInput) -> np.ndarray:
-        return self.score(data) > self.threshold
+        return predict(self.score(data), self.threshold)

@@ -54,10 +54,29 @@ def _overrides(args: argparse.Namespace) -> dict:
     return out
 
 
+MAX_SEED = 2**63 - 1
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Refuse bad flags with one clear message, before any data or model is loaded."""
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
+        raise ConfigError(f"--seed {args.seed}: must be an integer from 0 to {MAX_SEED} (e.g. --seed 0)")
+    if args.checkpoint_every is not None and args.checkpoint_every < 0:
+        raise ConfigError(f"--checkpoint-every {args.checkpoint_every}: must be >= 0 (0 = only at stage ends)")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads {args.threads}: must be at least 1 (or leave it out for torch's choice)")
+    if not args.data.is_dir():
+        what = "is a file" if args.data.exists() else "does not exist"
+        raise ConfigError(f"--data {args.data}: {what}; give a folder written by `logllm prepare`")
+    if args.out.exists() and not args.out.is_dir():
+        raise ConfigError(f"--out {args.out}: is a file; give a folder (new, or a run to continue with --resume)")
+
+
 def run(args: argparse.Namespace) -> int:
     from logllm.config import TrainConfig, resolve_config
     from logllm.training.trainer import train_run
 
+    _check_args(args)
     overrides = _overrides(args)
     if args.resume:
         saved = args.out / "config.json"
@@ -70,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
         config = TrainConfig.from_dict(json.loads(saved.read_text()), where=str(saved)).validate()
     else:
         config = resolve_config(args.preset, args.config, overrides)
+    if not 0 <= config.seed <= MAX_SEED:
+        raise ConfigError(f"seed = {config.seed} in {args.config or args.out / 'config.json'}: must be an integer "
+                          f"from 0 to {MAX_SEED}")
     trainer = train_run(config, args.data, args.out, resume=args.resume, progress=not args.no_progress)
     info = json.loads((args.out / "threshold.json").read_text())
     print(f"trained {config.preset} preset (seed {config.seed}) in {trainer.state.elapsed:.0f} s, "

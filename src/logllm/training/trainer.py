@@ -31,12 +31,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from logllm.config import TrainConfig
 from logllm.data.dataset import PreparedData
-from logllm.errors import ConfigError
+from logllm.errors import ConfigError, LogLLMError
 from logllm.evaluate import DEFAULT_THRESHOLD, THRESHOLD_FILE, choose_threshold
+from logllm.training.checkpoint import checkpoint_problem, write_checksums
 from logllm.training.oversample import distinct_samples, oversample
 from logllm.versions import library_versions
 
@@ -45,6 +47,8 @@ log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 TRAIN_LOG = "train_log.jsonl"
 STATE_FILE = "trainer_state.json"
+BEST_FILE = "best_weights.safetensors"
+"""In a checkpoint, with early stopping: the best validation weights so far (the parameters the last stage trains)."""
 
 
 @dataclass
@@ -61,6 +65,8 @@ class TrainState:
     elapsed: float = 0.0
     """Training seconds so far, summed over interrupted sessions."""
     best_val_loss: float | None = None
+    best_step: int | None = None
+    """The step of the best validation loss; its trained parameters are kept to be restored at the end."""
     bad_checks: int = 0
     stopped_early: bool = False
 
@@ -156,15 +162,69 @@ def resolve_autocast(choice: str | None, device: torch.device) -> torch.dtype | 
     return None
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint folder of a run (highest step, then latest stage), or None."""
-    found = []
-    root = Path(run_dir) / CHECKPOINTS
-    for state_path in root.glob(f"*/{STATE_FILE}"):
-        state = json.loads(state_path.read_text())["state"]
-        found.append((state["global_step"], state["stage_index"], state_path.parent))
-    return max(found)[2] if found else None
+def _required_files(folder: Path) -> list[str]:
+    """The files a checkpoint folder cannot resume without (optimizer and scheduler go together)."""
+    names = [STATE_FILE, "rng.json", "rng.safetensors"]
+    if any((folder / f"{n}{ext}").exists() for n in ("optimizer", "scheduler") for ext in (".json", ".safetensors")):
+        names += [f"{n}{ext}" for n in ("optimizer", "scheduler") for ext in (".json", ".safetensors")]
+    return names
 
+
+def _checkpoint_order(folder: Path) -> tuple[int, int] | None:
+    """(global step, stage index) from a checkpoint's state file; None when it cannot be read."""
+    try:
+        state = json.loads((folder / STATE_FILE).read_text())["state"]
+        return int(state["global_step"]), int(state["stage_index"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _checkpoint_folders(run_dir: str | Path) -> tuple[list[Path], dict[Path, str]]:
+    """The run's checkpoint folders newest first (highest step, then latest stage), and those whose
+    state file cannot be read (so cannot be placed), each with what is wrong with it."""
+    root = Path(run_dir) / CHECKPOINTS
+    ranked, unreadable = [], {}
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        if not folder.is_dir() or folder.name.startswith("."):  # .tmp-NAME: a save that did not finish
+            continue
+        order = _checkpoint_order(folder)
+        if order is None:
+            unreadable[folder] = (checkpoint_problem(folder, _required_files(folder))
+                                  or f"{STATE_FILE} has no readable global_step and stage_index")
+        else:
+            ranked.append((order, folder))
+    return [folder for _, folder in sorted(ranked, reverse=True)], unreadable
+
+
+def latest_checkpoint(run_dir: str | Path, *, exclude: dict[Path, str] | None = None) -> Path | None:
+    """The newest usable checkpoint folder of a run (highest step, then latest stage), or None if it has none.
+
+    Folders are checked newest first (``checksums.json``, or a structure check for checkpoints written
+    without one; see ``logllm.training.checkpoint``); a damaged one is logged as a warning naming the
+    bad file, and the one before it is tried. ``exclude`` maps folders already found unusable to why.
+    Raises ConfigError, naming the folder, when there are checkpoints but none is usable.
+    """
+    ordered, damaged = _checkpoint_folders(run_dir)
+    for folder, problem in damaged.items():
+        log.warning("checkpoint %s is damaged: %s; skipped", folder, problem)
+    damaged.update(exclude or {})
+    for folder in ordered:
+        if folder in damaged:
+            continue
+        problem = checkpoint_problem(folder, _required_files(folder))
+        if problem is None:
+            if damaged:
+                log.warning("using checkpoint %s, the newest one that passes its checks", folder)
+            return folder
+        damaged[folder] = problem
+        log.warning("checkpoint %s is damaged: %s; falling back to the previous checkpoint", folder, problem)
+    if damaged:
+        root = Path(run_dir) / CHECKPOINTS
+        raise ConfigError(f"no usable checkpoint in {root}: "
+                          + "; ".join(f"{p.name}: {why}" for p, why in sorted(damaged.items()))
+                          + f". Restore the damaged files, or train from the start into a new --out folder "
+                          f"(or after removing {root})")
+    return None
 
 
 def make_adamw(params: list[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -190,6 +250,9 @@ class Trainer:
     ``from_pretrained``, ``parts``, ``loss``, ``score``, ``freeze_encoder_cache``, ``clear_cache`` and
     ``save_pretrained`` works.
     """
+
+    _best: dict[str, torch.Tensor] | None = None
+    """With early stopping: a CPU copy of the trained parameters at the best validation loss so far."""
 
     def __init__(
         self,
@@ -283,10 +346,37 @@ class Trainer:
         self._session_start = time.perf_counter()
 
     def _load_checkpoint(self, ckpt: Path) -> None:
-        saved = json.loads((ckpt / STATE_FILE).read_text())
-        if saved["config"] != self.config.to_dict():
-            raise ConfigError(f"--resume: the config differs from the one of {ckpt} (leave out --preset, "
-                              "--config and overrides, or start a new --out folder)")
+        """Resume from ``ckpt``, or from the checkpoint before it when ``ckpt`` does not load (logged)."""
+        failed: dict[Path, str] = {}
+        while True:
+            saved = json.loads((ckpt / STATE_FILE).read_text())  # checked by latest_checkpoint
+            if saved["config"] != self.config.to_dict():
+                raise ConfigError(f"--resume: the config differs from the one of {ckpt} (leave out --preset, "
+                                  "--config and overrides, or start a new --out folder)")
+            try:
+                self._load_checkpoint_files(ckpt, saved)
+                break
+            except torch.cuda.OutOfMemoryError:
+                raise
+            except (LogLLMError, OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as err:
+                failed[ckpt] = f"does not load ({type(err).__name__}: {err})"
+                log.warning("checkpoint %s %s; falling back to the previous checkpoint", ckpt, failed[ckpt])
+                ckpt = latest_checkpoint(self.run_dir, exclude=failed)  # raises when none is left
+                assert ckpt is not None
+        # Steps logged after this checkpoint were lost with the interrupted session.
+        log_path = self.run_dir / TRAIN_LOG
+        kept = [line for line in log_path.read_text().splitlines()
+                if json.loads(line).get("step", 0) <= self.state.global_step] if log_path.is_file() else []
+        log_path.write_text("".join(line + "\n" for line in kept))
+        ordered, unreadable = _checkpoint_folders(self.run_dir)
+        skipped = sorted(p.name for p in [*ordered[: ordered.index(ckpt)], *unreadable]) if ckpt in ordered else []
+        self._log({"event": "resume", "checkpoint": ckpt.name, "step": self.state.global_step,
+                   **({"skipped_damaged": skipped} if skipped else {})})
+        log.info("resumed from %s (stage %s, epoch %d, step %d)", ckpt,
+                 self.config.stages[min(self.state.stage_index, len(self.config.stages) - 1)].name,
+                 self.state.epoch, self.state.global_step)
+
+    def _load_checkpoint_files(self, ckpt: Path, saved: dict[str, Any]) -> None:
         self.state = TrainState(**saved["state"])
         self.model = self.model_cls.from_pretrained(ckpt / "model")
         if self.state.stage_index < len(self.config.stages) and (ckpt / "optimizer.json").is_file():
@@ -294,16 +384,12 @@ class Trainer:
             self._start_stage(stage)
             self.optimizer.load_state_dict(_load_state(ckpt, "optimizer"))
             self.scheduler.load_state_dict(_load_state(ckpt, "scheduler"))
+        self._best = load_file(str(ckpt / BEST_FILE)) if (ckpt / BEST_FILE).is_file() else None
+        if self._best is None and self.state.best_val_loss is not None:
+            log.warning("checkpoint %s holds no copy of the best validation weights (validation loss %.5f); unless "
+                        "a later check improves on it, training ends with its last weights", ckpt,
+                        self.state.best_val_loss)
         _set_rng_state(_load_state(ckpt, "rng"))
-        # Steps logged after this checkpoint were lost with the interrupted session.
-        log_path = self.run_dir / TRAIN_LOG
-        kept = [line for line in log_path.read_text().splitlines()
-                if json.loads(line).get("step", 0) <= self.state.global_step] if log_path.is_file() else []
-        log_path.write_text("".join(line + "\n" for line in kept))
-        self._log({"event": "resume", "checkpoint": ckpt.name, "step": self.state.global_step})
-        log.info("resumed from %s (stage %s, epoch %d, step %d)", ckpt,
-                 self.config.stages[min(self.state.stage_index, len(self.config.stages) - 1)].name,
-                 self.state.epoch, self.state.global_step)
 
     # -- sampling ------------------------------------------------------------------------------
 
@@ -506,15 +592,47 @@ class Trainer:
         val_loss = self.validation_loss()
         improved = st.best_val_loss is None or val_loss < st.best_val_loss
         if improved:
-            st.best_val_loss, st.bad_checks = val_loss, 0
+            st.best_val_loss, st.best_step, st.bad_checks = val_loss, st.global_step, 0
+            self._best = self._trained_parameters()
         else:
             st.bad_checks += 1
         self._log({"event": "validation", "stage": stage_name, "step": st.global_step, "val_loss": val_loss,
-                   "best_val_loss": st.best_val_loss})
+                   "best_val_loss": st.best_val_loss, "best_step": st.best_step})
         if st.bad_checks >= self.config.early_stopping_patience:
             st.stopped_early = True
             log.info("early stopping at step %d: validation loss %.5f has not improved on %.5f for %d checks",
                      st.global_step, val_loss, st.best_val_loss, st.bad_checks)
+            self._restore_best()
+
+    def _trained_parameters(self) -> dict[str, torch.Tensor]:
+        """A CPU copy of the parameters being trained (those of the stage in progress), by name."""
+        return {name: p.detach().to("cpu", copy=True).contiguous()
+                for name, p in self.model.named_parameters() if p.requires_grad}
+
+    def _restore_best(self) -> None:
+        """Load the parameters kept at the best validation loss into the model (logged, and in the train log)."""
+        st = self.state
+        if self._best is None:
+            if st.best_val_loss is not None:
+                log.warning("the best validation weights (validation loss %.5f) were not kept (a checkpoint from "
+                            "before they were); the model keeps its last weights", st.best_val_loss)
+            return
+        params = dict(self.model.named_parameters())
+        missing = sorted(set(self._best) - set(params))
+        if missing:
+            raise ConfigError(f"the kept best validation weights name parameters the model does not have: "
+                              f"{missing[:3]}; the checkpoint does not belong to this model")
+        with torch.no_grad():
+            for name, value in self._best.items():
+                params[name].copy_(value.to(params[name].device))
+        self._log({"event": "restore_best", "step": st.global_step, "best_step": st.best_step,
+                   "best_val_loss": st.best_val_loss})
+        if st.best_step == st.global_step:
+            log.info("early stopping: the last weights (step %d) have the best validation loss (%.5f); kept",
+                     st.global_step, st.best_val_loss)
+        else:
+            log.info("early stopping: restored the weights of step %d, the best validation loss (%.5f), in place "
+                     "of those of step %d", st.best_step, st.best_val_loss, st.global_step)
 
     def choose_threshold(self) -> dict[str, Any]:
         """Pick the decision threshold on the validation split (max F1), or 0.5 without one."""
@@ -547,11 +665,14 @@ class Trainer:
             _save_state(self.optimizer.state_dict(), tmp, "optimizer")
             _save_state(self.scheduler.state_dict(), tmp, "scheduler")
         _save_state(_rng_state(), tmp, "rng")
+        if self._best is not None:
+            save_file(self._best, str(tmp / BEST_FILE))
         saved_state = asdict(st)
         saved_state["elapsed"] = st.elapsed + time.perf_counter() - self._session_start
         (tmp / STATE_FILE).write_text(json.dumps({
             "state": saved_state, "config": self.config.to_dict(), "versions": library_versions(),
         }, indent=2) + "\n")
+        write_checksums(tmp)  # last: a folder whose files all match it is complete
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         self._log({"event": "checkpoint", "name": name, "step": st.global_step})
@@ -568,7 +689,13 @@ class Trainer:
             shutil.rmtree(old)
 
     def finish(self) -> dict[str, Any]:
-        """Write the final model and threshold.json (call after ``train()`` returned True)."""
+        """Write the final model and threshold.json (call after ``train()`` returned True).
+
+        With early stopping on, the model first gets back its weights of the best validation check
+        (when training stopped early that was done at the stop).
+        """
+        if self.config.early_stopping_patience is not None and not self.state.stopped_early:
+            self._restore_best()
         self.model.clear_cache()
         self.model.eval()
         info = self.choose_threshold()
