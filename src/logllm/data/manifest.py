@@ -116,7 +116,7 @@ def identity_differences(run: Mapping[str, Any], data: Mapping[str, Any]) -> lis
 
 
 def _sizes(splits: Mapping[str, Mapping[str, Any]]) -> str:
-    return ", ".join(f"{k} {v.get('sequences')}" for k, v in splits.items())
+    return ", ".join(f"{k} {v.get('sequences')} ({v.get('anomalous')} anomalous)" for k, v in splits.items())
 
 
 def check_run_data(run_dir: str | Path, data: PreparedData, *, allow_other_data: bool = False,
