@@ -29,7 +29,7 @@ venv: $(BIN)/logllm
 demo: export HF_HUB_OFFLINE = 1
 demo: venv
 	$(BIN)/logllm prepare hdfs --log $(DATA)/HDFS_2pct/HDFS_2pct.log \
-	    --labels $(DATA)/HDFS_2pct/anomaly_label.csv --seed $(SEED) --val-ratio 0.1 --out $(OUT)/hdfs_2pct
+	    --labels $(DATA)/HDFS_2pct/anomaly_label.csv --seed $(SEED) --val-ratio 0.1 --out $(OUT)/hdfs_2pct --overwrite
 	rm -rf $(OUT)/run_small  # the demo starts its run afresh; train refuses to overwrite a run
 	$(BIN)/logllm train --data $(OUT)/hdfs_2pct --out $(OUT)/run_small --preset small --seed $(SEED)
 	$(BIN)/logllm evaluate $(OUT)/run_small --data $(OUT)/hdfs_2pct --split test

@@ -31,9 +31,18 @@ def test_missing_split_and_manifest(tiny_prepared, tmp_path):
         PreparedData.load(tmp_path)
 
 
+def forget_file_checks(root):
+    """Drop the manifest's file sizes and checksums (a folder of an older logllm), so that a table
+    replaced by hand reaches the column checks."""
+    manifest = json.loads((root / "manifest.json").read_text())
+    del manifest["files"]
+    (root / "manifest.json").write_text(json.dumps(manifest))
+
+
 def test_schema_is_checked(tiny_prepared):
     bad = pl.read_parquet(tiny_prepared / "train.parquet").drop("line_numbers")
     bad.write_parquet(tiny_prepared / "train.parquet")
+    forget_file_checks(tiny_prepared)
     with pytest.raises(DataError, match="'line_numbers' is missing"):
         PreparedData.load(tiny_prepared).split("train")
 
@@ -45,6 +54,8 @@ def test_out_of_range_message_id(tmp_path):
     write_prepared(root, ["x"] * 6, {"train": df}, {"seed": 1})
     pl.DataFrame({"message_id": np.array([0], dtype=np.uint32), "text": ["x"],
                   "count": np.array([1], dtype=np.uint64)}).write_parquet(root / "messages.parquet")
+    assert set(json.loads((root / "manifest.json").read_text())) == {"seed", "files"}
+    forget_file_checks(root)
     with pytest.raises(DataError, match="out of range"):
         PreparedData.load(root).split("train")
     assert json.loads((root / "manifest.json").read_text()) == {"seed": 1}

@@ -7,7 +7,9 @@ evaluated) and writes::
 
     RUN/eval/<split>/metrics.json    precision, recall, f1, accuracy, roc_auc, pr_auc, threshold and
                                      where it was chosen, tp/fp/fn/tn, sequences, seconds, throughput,
-                                     seed, versions, a summary of the data manifest
+                                     seed, versions, a summary of the data manifest, and
+                                     other_data when --allow-other-data let a folder other than
+                                     the run's training data be evaluated (what differs)
     RUN/eval/<split>/scores.parquet  sequence_id, label, score, pred
 
 Metrics are on the anomalous class (paper Eq. 2-4); sequences without a label are scored but left
@@ -64,6 +66,8 @@ class Metrics:
     run: str = ""
     data: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    #: set when the data is not the run's training data and that was allowed (what differs)
+    other_data: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -174,14 +178,18 @@ def evaluate(
     batch_size: int | None = None,
     model: Any | None = None,
     write: bool = True,
+    allow_other_data: bool = False,
 ) -> Metrics:
     """Score one split of a prepared folder with a trained run and write its metrics and scores.
 
     The decision threshold comes from the run's ``threshold.json`` (chosen on validation data when
     training); the labels of ``split`` are used only to compute the metrics, after prediction.
     ``model`` may be passed to reuse an already loaded LogLLM; ``batch_size`` changes speed, not scores.
+    The folder must hold the data the run was trained on (its ``data_manifest.json``) unless
+    ``allow_other_data``, which is then recorded in the metrics (``other_data``).
     """
     from logllm.data.dataset import PreparedData
+    from logllm.data.manifest import check_run_data
 
     run_dir, data_dir = Path(run_dir), Path(data_dir)
     config_path = run_dir / "config.json"
@@ -191,6 +199,7 @@ def evaluate(
     threshold_info = read_threshold(run_dir)
     threshold = float(threshold_info["threshold"])
     data = PreparedData(data_dir)
+    other_data = check_run_data(run_dir, data, allow_other_data=allow_other_data, command="evaluate")
     seqs = data.sequences(split)
     if model is None:
         from logllm.model.logllm import LogLLM
@@ -224,7 +233,7 @@ def evaluate(
         unlabeled=int((~known).sum()), seconds=seconds,
         sequences_per_second=len(seqs) / seconds if seconds > 0 else 0.0,
         seed=config.get("seed"), run=str(run_dir), data={"path": str(data_dir), **_manifest_summary(data.manifest)},
-        versions=library_versions(),
+        versions=library_versions(), other_data=other_data,
     )
     if write:
         out = run_dir / "eval" / split

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ MESSAGES = [
 ]
 
 
-def _folder(tmp_path: Path, train_ids: list[list[int]]) -> Path:
+def _folder(tmp_path: Path, train_ids: list[list[int]], overwrite: bool = False) -> Path:
     import polars as pl
 
     def table(rows: list[list[int]], label: int) -> pl.DataFrame:
@@ -33,7 +34,7 @@ def _folder(tmp_path: Path, train_ids: list[list[int]]) -> Path:
         })
 
     return write_prepared(tmp_path / "prep", MESSAGES, {"train": table(train_ids, 0), "test": table([[0, 3]], 1)},
-                          {"seed": 0, "inputs": []})
+                          {"seed": 0, "inputs": []}, overwrite=overwrite)
 
 
 def test_drain_merges_variants_and_maps_unseen_to_unknown() -> None:
@@ -73,7 +74,10 @@ def test_templates_are_stored_and_read_back(tmp_path: Path, monkeypatch: pytest.
 def test_templates_refit_when_the_train_split_changes(tmp_path: Path) -> None:
     root = _folder(tmp_path, [[0, 1, 2]])
     assert load_or_fit_templates(PreparedData(root)).template_of_message[2] != 0
-    root = _folder(tmp_path, [[0, 1]])  # rewritten in place with another training split
+    stored = tmp_path / "stored"
+    shutil.copytree(root / "templates", stored)
+    root = _folder(tmp_path, [[0, 1]], overwrite=True)  # re-prepared with another training split
+    shutil.copytree(stored, root / "templates")  # (replaced whole: put the earlier split's templates back)
     assert load_or_fit_templates(PreparedData(root)).template_of_message[2] == 0
 
 

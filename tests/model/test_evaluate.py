@@ -58,6 +58,17 @@ class TextRuleModel:
         return np.array([np.mean(["failure" in texts[i] for i in seq]) * 0.9 + 0.05 for seq in sequences])
 
 
+def rewrite_split(root: Path, name: str, table: pl.DataFrame) -> None:
+    """Replace one split of a prepared folder by hand, with its size and sha256 in the manifest
+    (the reader refuses a table that does not match the manifest)."""
+    from logllm.data.manifest import file_record
+
+    table.write_parquet(root / f"{name}.parquet")
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["files"][f"{name}.parquet"] = file_record(root / f"{name}.parquet")
+    (root / "manifest.json").write_text(json.dumps(manifest))
+
+
 def make_run(root: Path, threshold: float, source: str = "val") -> Path:
     root.mkdir(parents=True)
     (root / "config.json").write_text(json.dumps({"seed": 3, "score_batch_size": 8}))
@@ -87,7 +98,7 @@ def test_evaluate_never_uses_test_labels_for_the_threshold(tiny_prepared: Path, 
     # Flip every test label: threshold and predictions must not move; only the metrics do.
     path = tiny_prepared / "test.parquet"
     table = pl.read_parquet(path)
-    table.with_columns((1 - pl.col("label")).cast(pl.Int8).alias("label")).write_parquet(path)
+    rewrite_split(tiny_prepared, "test", table.with_columns((1 - pl.col("label")).cast(pl.Int8).alias("label")))
     second = evaluate(run, tiny_prepared, "test", model=TextRuleModel())
     after = pl.read_parquet(run / "eval" / "test" / "scores.parquet")
     assert first.threshold == second.threshold == 0.5
@@ -99,8 +110,8 @@ def test_evaluate_never_uses_test_labels_for_the_threshold(tiny_prepared: Path, 
 def test_evaluate_counts_unlabeled_and_refuses_an_unfinished_run(tiny_prepared: Path, tmp_path: Path):
     path = tiny_prepared / "test.parquet"
     table = pl.read_parquet(path)
-    table.with_columns(pl.when(pl.int_range(pl.len()) < 4).then(None).otherwise(pl.col("label"))
-                       .cast(pl.Int8).alias("label")).write_parquet(path)
+    rewrite_split(tiny_prepared, "test", table.with_columns(
+        pl.when(pl.int_range(pl.len()) < 4).then(None).otherwise(pl.col("label")).cast(pl.Int8).alias("label")))
     run = make_run(tmp_path / "run", threshold=0.06)
     m = evaluate(run, tiny_prepared, "test", model=TextRuleModel())
     assert m.unlabeled == 4 and m.labeled == 28 and m.sequences == 32

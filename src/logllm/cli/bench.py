@@ -53,6 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--drain-depth", type=int, default=4, help="Drain tree depth (default 4)")
     p.add_argument("--logllm-run", dest="logllm_runs", action="append", default=[], type=Path, metavar="RUN",
                    help="a trained LogLLM run folder to add as the `logllm` row (one, or one per seed)")
+    p.add_argument("--allow-other-data", action="store_true",
+                   help="accept --data that is not the folder a --logllm-run was trained on (refused otherwise; "
+                        "the flag is recorded in the command of bench.json and table.md)")
     p.set_defaults(func=_run)
 
 
@@ -62,6 +65,13 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.threads < 1:
         raise ConfigError(f"--threads {args.threads}: must be at least 1")
+    if args.logllm_runs:
+        from logllm.data.dataset import PreparedData
+        from logllm.data.manifest import check_run_data
+
+        data = PreparedData(args.data)
+        for run in args.logllm_runs:
+            check_run_data(run, data, allow_other_data=args.allow_other_data, command="bench")
     out = args.out or Path(f"bench_{args.data.resolve().name}")
     table = run_bench(
         args.data, methods=args.methods, seeds=_seeds(args.seeds), out=out, params=_params(args.params),

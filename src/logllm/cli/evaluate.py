@@ -17,13 +17,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, type=Path, help="prepared folder (from `logllm prepare`)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to evaluate")
     p.add_argument("--batch-size", type=int, default=None, help="sequences per scoring batch (speed only)")
+    p.add_argument("--allow-other-data", action="store_true",
+                   help="evaluate on a prepared folder other than the one the run was trained on (refused "
+                        "otherwise; recorded in metrics.json as other_data)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from logllm.evaluate import evaluate
 
-    metrics = evaluate(args.run, args.data, args.split, batch_size=args.batch_size)
+    metrics = evaluate(args.run, args.data, args.split, batch_size=args.batch_size,
+                       allow_other_data=args.allow_other_data)
     print(metrics.summary())
     print(f"wrote {args.run / 'eval' / args.split / 'metrics.json'} and scores.parquet")
     return 0

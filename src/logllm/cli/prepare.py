@@ -27,7 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("family", choices=["hdfs", "bgl", "thunderbird", "liberty", "spirit", "custom", "logllm-csv"])
     p.add_argument("--log", nargs="+", action="extend", default=[], metavar="FILE",
                    help="log file(s), plain or .gz, read in this order as one stream")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder (written whole, then renamed into place)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing prepared folder at --out (the whole folder; without it, prepare refuses)")
     p.add_argument("--labels", metavar="CSV", help="labels file: id,label per session (hdfs: anomaly_label.csv)")
     p.add_argument("--format", help="Loghub-style format, e.g. '<Date> <Time> <Level> <Component>: <Content>' "
                                     "(default: the family's)")
@@ -93,6 +96,6 @@ def handler(args: argparse.Namespace) -> int:
     from logllm.data.prepare import prepare
 
     options = options_from_args(args)
-    result = prepare(options, args.out, progress=not (args.no_progress or args.quiet))
+    result = prepare(options, args.out, progress=not (args.no_progress or args.quiet), overwrite=args.overwrite)
     print(result.summary())
     return 0

@@ -21,6 +21,8 @@ def register(subparsers) -> None:
                    "report score a split that was not evaluated")
     p.add_argument("--split", action="append", default=None,
                    help="split(s) to show (repeatable; default: every RUN/eval/<split> found, test first)")
+    p.add_argument("--allow-other-data", action="store_true",
+                   help="accept a --data folder other than the one the run was trained on (refused otherwise)")
     p.add_argument("--out", default=None, help="output HTML file (default: RUN/report.html)")
     p.add_argument("--top-messages", type=int, default=20, help="rows in the message association table")
     p.set_defaults(func=run)
@@ -29,6 +31,11 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from logllm.report import build_report
 
+    if args.data is not None:
+        from logllm.data.dataset import PreparedData
+        from logllm.data.manifest import check_run_data
+
+        check_run_data(args.run, PreparedData(args.data), allow_other_data=args.allow_other_data, command="report")
     path = build_report(args.run, data_dir=args.data, splits=args.split, out=args.out,
                         top_messages=args.top_messages)
     print(path, file=sys.stdout)

@@ -34,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint (with its saved config)")
+    p.add_argument("--allow-other-data", action="store_true",
+                   help="with --resume: continue on a prepared folder other than the run's (refused otherwise; "
+                        "recorded in train_log.jsonl)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -92,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= config.seed <= MAX_SEED:
         raise ConfigError(f"seed = {config.seed} in {args.config or args.out / 'config.json'}: must be an integer "
                           f"from 0 to {MAX_SEED}")
-    trainer = train_run(config, args.data, args.out, resume=args.resume, progress=not args.no_progress)
+    trainer = train_run(config, args.data, args.out, resume=args.resume, progress=not args.no_progress,
+                        allow_other_data=args.allow_other_data)
     info = json.loads((args.out / "threshold.json").read_text())
     print(f"trained {config.preset} preset (seed {config.seed}) in {trainer.state.elapsed:.0f} s, "
           f"{trainer.state.global_step} steps; model in {args.out / 'model'}")

@@ -177,6 +177,11 @@ class PrepareOptions:
         updates["split"] = o.split or default_split
         if updates["split"] not in ("random", "chronological"):
             raise ConfigError(f"--split {updates['split']!r}: choose random or chronological")
+        if is_windows and updates["split"] == "random" and updates["step"] < updates["window"]:
+            raise ConfigError(f"--split random with --step {updates['step']} < --window {updates['window']}: the "
+                              "windows overlap, so a random split would put the same lines in train and test. "
+                              "Use --split chronological (windows are built inside each part), or --step "
+                              f"{updates['window']} (windows that do not overlap)")
         return replace(o, **updates)
 
     # ---- (de)serialisation ---------------------------------------------------------------------

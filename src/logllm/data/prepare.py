@@ -28,9 +28,10 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from logllm import __version__
 from logllm.data import linescan, threads
-from logllm.data.dataset import MESSAGE_SCHEMA, write_prepared
+from logllm.data.dataset import MESSAGE_SCHEMA, PreparedWriter
 from logllm.data.labels import read_labels
 from logllm.data.linescan import DistinctLines
+from logllm.data.manifest import file_record
 from logllm.data.masking import mask_series
 from logllm.data.options import HDFS_SESSION_REGEX, WINDOWED_FAMILIES, PrepareOptions, parse_duration
 from logllm.data.parsing import LineParser, ParsedBatch, _clip
@@ -642,20 +643,28 @@ class _Preparer:
 
 
 def prepare(options: PrepareOptions, out: str | Path, *, chunk_bytes: int | None = None,
-            progress: bool = False) -> PrepareResult:
+            progress: bool = False, overwrite: bool = False) -> PrepareResult:
     """Read, parse, mask and window/sessionise the inputs, split, and write a prepared folder to ``out``.
 
-    Raises :class:`~logllm.errors.DataError` / :class:`~logllm.errors.ConfigError` for bad input or
-    options (the message names the file:line or option and the value).
+    The folder is written whole and renamed into place (see :class:`~logllm.data.dataset.PreparedWriter`):
+    an existing prepared folder at ``out`` is replaced only with ``overwrite``, and a second prepare
+    into the same ``out`` fails at once. Raises :class:`~logllm.errors.DataError` /
+    :class:`~logllm.errors.ConfigError` for bad input or options (the message names the file:line or
+    option and the value).
     """
+    with PreparedWriter(out, overwrite=overwrite) as writer:  # before any long work
+        return _prepare(options, out, writer, chunk_bytes=chunk_bytes, progress=progress)
+
+
+def _prepare(options: PrepareOptions, out: str | Path, writer: PreparedWriter, *, chunk_bytes: int | None,
+             progress: bool) -> PrepareResult:
     t0 = time.perf_counter()
     o = options.resolved()
     if o.family == "logllm-csv":
         from logllm.data.csv_import import import_csv
 
         splits, messages, inputs, counts = import_csv(o)
-        manifest = _manifest(o, splits, len(messages), inputs, counts, {})
-        write_prepared(out, messages, splits, manifest)
+        manifest = writer.write(messages, splits, _manifest(o, splits, len(messages), inputs, counts, {}))
         return PrepareResult(Path(out), manifest, time.perf_counter() - t0)
     p = _Preparer(o, chunk_bytes, progress)
     splits, extra = p.run()
@@ -673,7 +682,7 @@ def prepare(options: PrepareOptions, out: str | Path, *, chunk_bytes: int | None
     messages, splits = _drop_unused_messages(p.messages.texts, splits)
     manifest = _manifest(o, splits, len(messages), [i.to_dict() for i in p.reader.inputs], counts, extra,
                          p.versions)
-    write_prepared(out, messages, splits, manifest)
+    manifest = writer.write(messages, splits, manifest)
     result = PrepareResult(Path(out), manifest, time.perf_counter() - t0)
     log.info("prepared %s in %.2f s: %d lines, %d messages", o.family, result.seconds, c.lines, len(messages))
     return result
@@ -722,6 +731,7 @@ def _manifest(o: PrepareOptions, splits: dict[str, pl.DataFrame], n_messages: in
         "options": o.to_dict(),
         "seed": o.seed,
         "inputs": inputs,
+        "labels_file": file_record(o.labels) if o.labels else None,
         "version": __version__,
         "versions": versions if versions is not None else library_versions(),
         **extra,

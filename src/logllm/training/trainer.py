@@ -36,6 +36,7 @@ from safetensors.torch import load_file, save_file
 
 from logllm.config import TrainConfig
 from logllm.data.dataset import PreparedData
+from logllm.data.manifest import RUN_DATA_MANIFEST, check_run_data
 from logllm.errors import ConfigError, LogLLMError
 from logllm.evaluate import DEFAULT_THRESHOLD, THRESHOLD_FILE, choose_threshold
 from logllm.training.checkpoint import checkpoint_problem, write_checksums
@@ -284,8 +285,13 @@ class Trainer:
 
     # -- setup ---------------------------------------------------------------------------------
 
-    def setup(self, resume: bool = False) -> None:
-        """Load the data, create the run folder and build the model (or reload the last checkpoint)."""
+    def setup(self, resume: bool = False, allow_other_data: bool = False) -> None:
+        """Load the data, create the run folder and build the model (or reload the last checkpoint).
+
+        A fresh run removes the outputs of an earlier run in the folder (eval/, model/, threshold.json,
+        report.html); a resumed one must continue on the data it was trained on unless
+        ``allow_other_data`` (then logged in train_log.jsonl, and data_manifest.json is kept).
+        """
         cfg = self.config
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -322,9 +328,21 @@ class Trainer:
         if not resume and (self.run_dir / CHECKPOINTS).is_dir() and any((self.run_dir / CHECKPOINTS).iterdir()):
             raise ConfigError(f"--out {self.run_dir} already holds a run with checkpoints; pass --resume to "
                               "continue it, or choose a new --out folder")
+        if ckpt is not None:
+            other_data = check_run_data(self.run_dir, self.data, allow_other_data=allow_other_data,
+                                        command="train --resume")
+        else:
+            other_data = None
+            self.data.verify()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.config.save(self.run_dir / "config.json")
-        shutil.copyfile(self.data_dir / "manifest.json", self.run_dir / "data_manifest.json")
+        if ckpt is None:  # a fresh run: what an earlier run left here would be shown as this one's
+            for name in ("eval", "model"):
+                shutil.rmtree(self.run_dir / name, ignore_errors=True)
+            for name in (THRESHOLD_FILE, "report.html"):
+                (self.run_dir / name).unlink(missing_ok=True)
+        if other_data is None:
+            shutil.copyfile(self.data_dir / "manifest.json", self.run_dir / RUN_DATA_MANIFEST)
 
         if ckpt is None:
             _set_seed(cfg.seed)
@@ -343,6 +361,8 @@ class Trainer:
             (self.run_dir / TRAIN_LOG).write_text("")
             self._log({"event": "start", "seed": cfg.seed, "preset": cfg.preset, "autocast": self.autocast_name,
                        "oversampling": asdict(self.oversampling), "versions": library_versions()})
+        if other_data is not None:
+            self._log({"event": "other_data", **other_data})
         self._session_start = time.perf_counter()
 
     def _load_checkpoint(self, ckpt: Path) -> None:
@@ -725,10 +745,11 @@ def train_run(
     resume: bool = False,
     progress: bool = True,
     model_cls: Any | None = None,
+    allow_other_data: bool = False,
 ) -> Trainer:
     """Set up, train every stage and finish: the whole of ``logllm train``. Returns the trainer."""
     trainer = Trainer(config, data_dir, run_dir, model_cls=model_cls, progress=progress)
-    trainer.setup(resume=resume)
+    trainer.setup(resume=resume, allow_other_data=allow_other_data)
     trainer.train()
     trainer.finish()
     return trainer
