@@ -139,7 +139,7 @@ class _Counts:
     unparsed_examples: list[str] = field(default_factory=list)
     truncated_examples: list[str] = field(default_factory=list)
     invalid_examples: list[str] = field(default_factory=list)
-    #: lines that match a label-first family's format but not what its logs hold (another log?)
+    #: lines that match a built-in family's format but not what its logs hold (another log?)
     unlike: int = 0
     unlike_examples: list[str] = field(default_factory=list)
     #: unparsed lines that are not blank; the first of them and the first "unlike" line (file:line,
