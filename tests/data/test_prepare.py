@@ -91,9 +91,10 @@ def test_bgl_2k_and_thunderbird_windows(shared_data: Path, tmp_path: Path, scann
     inputs = (str(tb / "Thunderbird_slice_20051109_10219.log"), str(tb / "Thunderbird_slice_20051115_19350.log"))
     m = prepare(PrepareOptions(family="thunderbird", inputs=inputs), tmp_path / "tb").manifest
     assert m["lines"] == 29_569
-    # README: 296 windows, 95 anomalous over the whole stream; the split cuts one window in two.
-    assert m["sequences"] in (296, 297)
-    assert sum(s["anomalous"] for s in m["splits"].values()) in (95, 96)
+    # README: 296 windows, 95 anomalous over the whole stream. Windows cross neither the split nor the
+    # boundary between the two files: 103 + 135 (train) + 60 (test).
+    assert m["sequences"] == 298 and [m["splits"][s]["sequences"] for s in ("train", "test")] == [238, 60]
+    assert sum(s["anomalous"] for s in m["splits"].values()) == 95
 
 
 @pytest.mark.integration

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from logllm.errors import ConfigError
@@ -35,8 +38,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--format", help="Loghub-style format, e.g. '<Date> <Time> <Level> <Component>: <Content>' "
                                     "(default: the family's)")
     p.add_argument("--mask", choices=["paper", "none"], default="paper", help="masking of variable parts (default paper)")
-    p.add_argument("--on-unparsed", choices=["keep", "skip", "fail"], default="keep",
-                   help="a line that does not match --format: keep as content-only (default), skip (counted), or stop")
+    p.add_argument("--on-unparsed", choices=["keep", "skip", "fail"], default=None,
+                   help="a line that does not match --format: keep as content-only (default), skip (counted), or "
+                        "stop. Given explicitly, keep also lifts the --max-unparsed limit")
+    p.add_argument("--max-unparsed", type=float, default=None, metavar="SHARE",
+                   help="stop when more than this share of the lines does not match the format (or the family's "
+                        "logs) or is not valid UTF-8: a wrong family, format or file (default 0.2; 1: no limit)")
     p.add_argument("--missing-labels", choices=["fail", "drop", "keep"], default="fail",
                    help="sessions missing from --labels: stop (default), drop them (counted) or keep them unlabeled")
     p.add_argument("--label-field", help="custom: header field holding the line label")
@@ -82,9 +89,12 @@ def options_from_args(args: argparse.Namespace) -> PrepareOptions:
         raise ConfigError("--train/--test/--val are for the logllm-csv family; use --log for raw logs")
     if args.family == "hdfs" and args.session_regex:
         raise ConfigError("--session-regex is for the custom family (hdfs sessions are block ids)")
+    max_unparsed = args.max_unparsed
+    if max_unparsed is None:  # an explicit "--on-unparsed keep" says such lines are expected
+        max_unparsed = 1.0 if args.on_unparsed == "keep" else 0.2
     return PrepareOptions(
         family=args.family, inputs=tuple(inputs), labels=args.labels, format=args.format, mask=args.mask,
-        on_unparsed=args.on_unparsed, missing_labels=args.missing_labels, label_field=args.label_field,
+        on_unparsed=args.on_unparsed or "keep", max_unparsed=max_unparsed, missing_labels=args.missing_labels, label_field=args.label_field,
         normal_values=tuple(args.normal_value) if args.normal_value else ("-",),
         session_regex=args.session_regex, window=args.window, step=args.step, time_window=args.time_window,
         timestamp_field=args.timestamp_field, timestamp_format=args.timestamp_format, split=args.split,
@@ -92,10 +102,35 @@ def options_from_args(args: argparse.Namespace) -> PrepareOptions:
         end_line=args.end_line, max_line_chars=args.max_line_chars, csv_splits=csv_splits)
 
 
+def check_out_folder(out: str, what: str = "--out") -> None:
+    """Fail before any work when ``out`` cannot become a folder we write: an existing file, a path
+    under a file, or a place we cannot write (permissions, read-only file system). A probe file is
+    created and removed in the nearest existing folder above ``out`` and in ``out`` if it exists."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{what} {out} is an existing file, not a folder; pass a folder path "
+                          "(it is created if missing)")
+    above = path.parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        raise ConfigError(f"{what} {out}: {above} is a file, not a folder; pass a path under a folder")
+    for folder in ([above, path] if path.is_dir() else [above]):
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".logllm-write-check-", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as err:
+            raise ConfigError(f"{what} {out}: cannot write in {folder} ({err.strerror or err}); pass a folder "
+                              "you can write to") from err
+
+
 def handler(args: argparse.Namespace) -> int:
     from logllm.data.prepare import prepare
 
     options = options_from_args(args)
+    options.resolved()  # option errors (e.g. --seed -1) before the folder check, both before any reading
+    check_out_folder(args.out)
     result = prepare(options, args.out, progress=not (args.no_progress or args.quiet), overwrite=args.overwrite)
     print(result.summary())
     return 0

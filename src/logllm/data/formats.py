@@ -82,6 +82,20 @@ class LogFormat:
                 out += self.separators[i + 1]
         return out + "$"
 
+    def field_prefix_regex(self, name: str) -> str:
+        """Anchored regex of the header up to and including header field ``name`` and the separator
+        after it, with the groups ``before`` (the text before the field) and ``value`` (the field), or
+        ``alone`` (the field where the line ends after it: one word, without the separator).
+
+        It matches more lines than the whole header does (the fields after ``name`` may be missing),
+        which is how a label field is found in a line that does not match the format.
+        """
+        k = self.header_fields.index(name)
+        out = "^(?P<before>" + self.separators[0]
+        for i in range(k):
+            out += "(?:.*?)" + self.separators[i + 1]
+        return out + ")(?:(?P<value>.*?)" + self.separators[k + 1] + r"|(?P<alone>\S*)\s*$)"
+
     @property
     def header_can_be_empty(self) -> bool:
         """True when the header regex can match the empty string (then every line parses)."""
@@ -117,3 +131,30 @@ FAMILY_FORMATS: dict[str, str] = {
     "liberty": "<Label> <Timestamp> <Date> <User> <Month> <Day> <Time> <Location> <Content>",
     "spirit": "<Label> <Timestamp> <Date> <User> <Month> <Day> <Time> <Location> <Content>",
 }
+
+_EPOCH = r"^[0-9]+$"
+_DOTTED_DATE = r"^[0-9]{4}\.[0-9]{2}\.[0-9]{2}$"
+_CLOCK = r"^[0-9]{2}:[0-9]{2}:[0-9]{2}$"
+
+#: What some header fields of the built-in families hold in real logs of that family (all lines of
+#: the sample data fit). A line that matches a family's format string but not these is most likely
+#: from another log: an HDFS log read as bgl "parses", with its date as the line label.
+FAMILY_FIELD_PATTERNS: dict[str, dict[str, str]] = {
+    "hdfs": {"Date": r"^[0-9]{6}$", "Time": r"^[0-9]{6}$"},
+    "bgl": {"Timestamp": _EPOCH, "Date": _DOTTED_DATE,
+            "Time": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}-[0-9]{2}\.[0-9]{2}\.[0-9]{2}\.[0-9]+$"},
+    **{family: {"Timestamp": _EPOCH, "Date": _DOTTED_DATE, "Time": _CLOCK}
+       for family in ("thunderbird", "liberty", "spirit")},
+}
+
+
+def guess_families(line: str) -> list[str]:
+    """The built-in families whose format and :data:`FAMILY_FIELD_PATTERNS` fit ``line`` (for error
+    messages that name the likely family of a log)."""
+    out = []
+    for family, text in FAMILY_FORMATS.items():
+        patterns = FAMILY_FIELD_PATTERNS[family]
+        m = re.match(LogFormat.parse(text).capture_regex(list(patterns)), line)
+        if m and all(re.match(p, m.group(name) or "") for name, p in patterns.items()):
+            out.append(family)
+    return out

@@ -19,6 +19,8 @@ def read_labels(path: str) -> pl.DataFrame:
     """``(sequence_id: String, label: Int8)`` from a two-column CSV with a header row.
 
     Label values (case-insensitive): Anomaly/Anomalous/Abnormal/1/true -> 1, Normal/0/false/- -> 0.
+    The header is required: a first row whose second column is a label value is data, and a file
+    without a header is refused (it would silently lose its first row).
     """
     check_inputs([path], what="--labels")
     try:
@@ -27,6 +29,11 @@ def read_labels(path: str) -> pl.DataFrame:
         raise DataError(f"--labels {path}: not a readable CSV ({err})") from err
     if df.width < 2:
         raise DataError(f"--labels {path}: expected two columns (id,label), found {df.columns}")
+    first = df.columns[1].strip().lower()
+    if first in ANOMALOUS or first in NORMAL:
+        raise DataError(f"{path}:1: the first row {','.join(df.columns[:2])!r} is data, not a header: a labels "
+                        "file needs a header row. Add one as its first line, e.g. 'BlockId,Label' "
+                        f"(sed -i '1i BlockId,Label' {path})")
     df = df.select(pl.col(df.columns[0]).str.strip_chars().alias("sequence_id"),
                    pl.col(df.columns[1]).str.strip_chars().str.to_lowercase().alias("raw"))
     label = (pl.when(pl.col("raw").is_in(list(ANOMALOUS))).then(1)

@@ -56,6 +56,9 @@ class PrepareOptions:
     mask: MaskMode = "paper"
     #: a line that does not match the format: keep it as content-only, skip it (counted) or stop
     on_unparsed: OnUnparsed = "keep"
+    #: `prepare` stops when more than this share of the lines does not match the format (or does not
+    #: look like the family's logs) or is not valid UTF-8: a wrong family, format or file. 1.0: no limit
+    max_unparsed: float = 0.2
     #: sequences without an entry in the labels file: stop, drop them (counted), or keep unlabeled
     missing_labels: MissingLabels = "fail"
     #: how a line gets its label: first token ('-' normal), a format field, or none
@@ -111,6 +114,10 @@ class PrepareOptions:
             raise ConfigError(f"--on-unparsed {o.on_unparsed!r}: choose keep, skip or fail")
         if o.missing_labels not in ("fail", "drop", "keep"):
             raise ConfigError(f"--missing-labels {o.missing_labels!r}: choose fail, drop or keep")
+        if not 0 <= o.max_unparsed <= 1:
+            raise ConfigError(f"--max-unparsed {o.max_unparsed} must be a share between 0 and 1 (1: no limit)")
+        if o.seed < 0:
+            raise ConfigError(f"--seed {o.seed} must be 0 or a positive integer")
         if not o.inputs:
             raise ConfigError("no input files given; pass --log FILE (several allowed, read in order)")
         if not 0 < o.train_ratio < 1:

@@ -9,8 +9,8 @@ by streaming detection::
     messages = mask_series(batch.content, opts.mask)
 
 A line that does not match the format is never dropped silently: with ``on_unparsed="keep"`` its
-whole text (without the label token, for label-first families) becomes the content and it is
-counted; with ``"skip"`` it is counted and flagged ``keep=False``; with ``"fail"`` a DataError names
+whole text (without its label: the first token for label-first families, the label field where
+``--label-field`` names one) becomes the content and it is counted; with ``"skip"`` it is counted and flagged ``keep=False``; with ``"fail"`` a DataError names
 file:line and shows the line.
 """
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from logllm.data.formats import LogFormat
+from logllm.data.formats import FAMILY_FIELD_PATTERNS, FAMILY_FORMATS, LogFormat
 from logllm.data.options import PrepareOptions
 from logllm.errors import DataError
 
@@ -41,10 +41,14 @@ class ParsedBatch:
     keep: pl.Series  # Boolean: False for lines skipped by on_unparsed="skip"
     timestamp: pl.Series | None  # Float64 seconds since the epoch (time windows only), null if bad
     truncated_rows: pl.Series | None = None  # Boolean: the content was cut at max_line_chars
+    #: Boolean: the line matches the family's format string but its fields are not what that
+    #: family's logs hold (see ``LineParser(check_fields=True)``); None when not checked
+    unlike_rows: pl.Series | None = None
     unparsed: int = 0
     skipped: int = 0
     truncated: int = 0
     bad_timestamps: int = 0
+    unlike: int = 0
 
     def __len__(self) -> int:
         return len(self.content)
@@ -55,9 +59,14 @@ def _clip(text: str, n: int = 200) -> str:
 
 
 class LineParser:
-    """Parses batches of raw lines according to (resolved) :class:`PrepareOptions`."""
+    """Parses batches of raw lines according to (resolved) :class:`PrepareOptions`.
 
-    def __init__(self, options: PrepareOptions):
+    ``check_fields=True`` (used by `prepare`'s input check) also flags the lines of a built-in
+    label-first family, read with its own format, whose header fields are not what that family's
+    logs hold (:data:`~logllm.data.formats.FAMILY_FIELD_PATTERNS`): ``ParsedBatch.unlike_rows``.
+    """
+
+    def __init__(self, options: PrepareOptions, check_fields: bool = False):
         self.options = options if options.split is not None else options.resolved()
         self.format: LogFormat = self.options.log_format
         o = self.options
@@ -67,6 +76,11 @@ class LineParser:
         if self.label_rule == "field" and o.label_field:
             wanted.append(o.label_field)
         self.wanted = list(dict.fromkeys(wanted))
+        self.field_checks: dict[str, str] = {}
+        if check_fields and self.format.text == FAMILY_FORMATS.get(o.family):
+            self.field_checks = FAMILY_FIELD_PATTERNS.get(o.family, {})
+        self.label_prefix = (self.format.field_prefix_regex(o.label_field)
+                             if self.label_rule == "field" and o.label_field else None)
 
     def parse(self, lines: pl.Series | list[str], source: str = "<lines>", first_line: int = 1,
               line_numbers: pl.Series | None = None) -> ParsedBatch:
@@ -97,6 +111,18 @@ class LineParser:
         if self.label_rule == "field" and fields is not None:
             value = fields[o.label_field]
             frame = frame.with_columns(value.alias("_label"))
+            if n_unparsed and self.label_prefix:
+                # A line that does not match the format keeps its text but never its label field (the
+                # label would reach the model): the header up to the label field is looked for alone;
+                # where it is found the label is read from it and cut out of the text.
+                found = s.str.extract_groups(self.label_prefix).struct.unnest()
+                value = pl.coalesce(pl.col("value"), pl.col("alone"))
+                frame = frame.with_columns(found.select(pl.when(value != "").then(value).alias("_found")))
+                frame = frame.with_columns(pl.when(pl.col("parsed")).then(pl.col("_label"))
+                                           .otherwise(pl.col("_found")).alias("_label"))
+                exprs.append(pl.when(pl.col("parsed")).then(pl.col("content"))
+                             .otherwise(pl.col("line").str.replace(self.label_prefix, "${before}"))
+                             .alias("content"))
             exprs.append(pl.when(pl.col("_label").is_null()).then(None)
                          .when(pl.col("_label").is_in(list(o.normal_values))).then(0).otherwise(1)
                          .cast(pl.Int8).alias("label"))
@@ -116,6 +142,7 @@ class LineParser:
         bad_ts = 0
         if self.ts_fields and fields is not None:
             timestamp, bad_ts = self._timestamps(fields)
+        unlike_rows = self._unlike(s, frame["parsed"]) if self.field_checks else None
         keep = pl.Series("keep", [True] * len(s), dtype=pl.Boolean)
         skipped = 0
         if n_unparsed and o.on_unparsed == "skip":
@@ -123,7 +150,17 @@ class LineParser:
             skipped = n_unparsed
         return ParsedBatch(content=frame["content"], label=frame["label"], parsed=frame["parsed"], keep=keep,
                            timestamp=timestamp, truncated_rows=too_long.rename("truncated"), unparsed=n_unparsed,
-                           skipped=skipped, truncated=n_trunc, bad_timestamps=bad_ts)
+                           skipped=skipped, truncated=n_trunc, bad_timestamps=bad_ts, unlike_rows=unlike_rows,
+                           unlike=int(unlike_rows.sum()) if unlike_rows is not None else 0)
+
+    def _unlike(self, lines: pl.Series, parsed: pl.Series) -> pl.Series:
+        """Lines that match the format but whose checked fields do not look like the family's."""
+        fields = self.format.extract(lines, list(self.field_checks))
+        ok = pl.lit(True)
+        for name, pattern in self.field_checks.items():
+            ok = ok & pl.col(name).str.contains(pattern).fill_null(False)
+        looks_right = fields.select(ok.alias("ok")).to_series()
+        return (parsed & ~looks_right).rename("unlike")
 
     def _timestamps(self, fields: pl.DataFrame) -> tuple[pl.Series, int]:
         o = self.options

@@ -29,6 +29,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from logllm import __version__
 from logllm.data import linescan, threads
 from logllm.data.dataset import MESSAGE_SCHEMA, PreparedWriter
+from logllm.data.formats import FAMILY_FIELD_PATTERNS, guess_families
 from logllm.data.labels import read_labels
 from logllm.data.linescan import DistinctLines
 from logllm.data.manifest import file_record
@@ -37,7 +38,14 @@ from logllm.data.options import HDFS_SESSION_REGEX, WINDOWED_FAMILIES, PrepareOp
 from logllm.data.parsing import LineParser, ParsedBatch, _clip
 from logllm.data.readers import LineChunk, LineReader, group_lines, lines_series
 from logllm.data.splits import chronological_bounds, random_split
-from logllm.data.windows import SEQ_AGG, SEQUENCE_COLUMNS, fixed_windows, time_windows
+from logllm.data.windows import (
+    SEQ_AGG,
+    SEQUENCE_COLUMNS,
+    cut_at,
+    fixed_windows,
+    lines_in_windows,
+    time_windows,
+)
 from logllm.errors import DataError
 from logllm.versions import library_versions
 
@@ -73,6 +81,12 @@ class PrepareResult:
                 s = m["splits"][name]
                 ratio = s["anomalous"] / s["sequences"] if s["sequences"] else 0.0
                 lines.append(f"  {name:<6} {s['sequences']:>10,} {s['anomalous']:>10,} {ratio:>8.2%} {s['lines']:>11,}")
+        dropped = m.get("dropped_lines") or {}
+        if dropped:
+            total = sum(dropped.values())
+            lines.append(f"  {'none':<6} {'':>10} {'':>10} {'':>8} {total:>11,}  lines in no sequence "
+                         f"({total / max(m['lines'], 1):.2%} of the input):")
+            lines += [f"    {text}" for text in _dropped_text(dropped, o)]
         unlabeled = sum(s.get("unlabeled", 0) for s in m["splits"].values())
         if unlabeled:
             lines.append(f"  unlabeled sequences: {unlabeled:,} (no label source; fine for detection, not for training)")
@@ -81,6 +95,7 @@ class PrepareResult:
         for ex in m["unparsed_examples"]:
             lines.append(f"    {ex}")
         for key, text in (("invalid_utf8_lines", "lines with invalid UTF-8 (decoded with replacement)"),
+                          ("unlike_lines", f"lines unlike {o['family']} logs (header fields)"),
                           ("truncated_lines", f"lines truncated to {o['max_line_chars']:,} characters"),
                           ("bad_timestamps", "lines with an unreadable timestamp (previous one used)")):
             if m.get(key):
@@ -125,6 +140,14 @@ class _Counts:
     unparsed_examples: list[str] = field(default_factory=list)
     truncated_examples: list[str] = field(default_factory=list)
     invalid_examples: list[str] = field(default_factory=list)
+    #: lines that match a built-in family's format but not what its logs hold (another log?)
+    unlike: int = 0
+    unlike_examples: list[str] = field(default_factory=list)
+    #: unparsed lines that are not blank; the first of them and the first "unlike" line (file:line,
+    #: text), for error messages
+    unparsed_text: int = 0
+    first_unparsed: tuple[str, str] | None = None
+    first_unlike: tuple[str, str] | None = None
 
 
 _MAX_SESSION_ID_BYTES = 256  # longer session ids take the per-line path
@@ -240,12 +263,16 @@ def _block_id_values(arr: np.ndarray, end: np.ndarray, digits: np.ndarray,
     return keys
 
 
+def _is_blank(lines: pl.Series) -> np.ndarray:
+    return (lines.str.strip_chars().str.len_bytes() == 0).to_numpy()
+
+
 class _Preparer:
     def __init__(self, options: PrepareOptions, chunk_bytes: int | None, progress: bool):
         self.o = options
         self.messages = _Messages()
         self.counts = _Counts()
-        self.keep_parser = LineParser(replace(options, on_unparsed="keep"))
+        self.keep_parser = LineParser(replace(options, on_unparsed="keep"), check_fields=True)
         self.fmt = self.keep_parser.format
         self.chunk_bytes = chunk_bytes
         self.progress = progress
@@ -261,6 +288,8 @@ class _Preparer:
         self.sessions: list[pl.DataFrame] = []
         self.kept = 0
         self.no_session = 0
+        #: lines of the input in no sequence, by reason (for the summary and the warning)
+        self.dropped: dict[str, int] = {}
         # Two helper threads, each started on first use and ended with run(): one reads the labels file
         # and does the GIL-bound side work (see run); the other parses and masks a chunk's distinct lines
         # beside the session-id search (see process).
@@ -309,6 +338,10 @@ class _Preparer:
             label = batch.label.fill_null(-1).to_numpy()[codes]
             parsed = batch.parsed.to_numpy()[codes]
             truncated = batch.truncated_rows.to_numpy()[codes] if batch.truncated else None
+            unlike = batch.unlike_rows.to_numpy()[codes] if batch.unlike else None
+
+            def blank(idx: np.ndarray) -> np.ndarray:
+                return _is_blank(uniq)[codes[idx]]
         else:
             self._start_helper_work()
             lines = lines_series(chunk.data, n)
@@ -317,7 +350,12 @@ class _Preparer:
             label = batch.label.fill_null(-1).to_numpy()
             parsed = batch.parsed.to_numpy()
             truncated = batch.truncated_rows.to_numpy() if batch.truncated else None
+            unlike = batch.unlike_rows.to_numpy() if batch.unlike else None
             timestamp = batch.timestamp
+
+            def blank(idx: np.ndarray) -> np.ndarray:
+                return _is_blank(lines.gather(idx))
+
             c.bad_timestamps += batch.bad_timestamps
         if self.session_rx and sess is None:
             content = batch.content
@@ -344,6 +382,17 @@ class _Preparer:
                                 "Fix --format, or pass --on-unparsed keep (content-only) or skip")
             room = MAX_EXAMPLES - len(c.unparsed_examples)
             c.unparsed_examples += [self._where(chunk, int(i)) for i in bad[:max(room, 0)]]
+            text = bad[~blank(bad)]  # blank lines say nothing about the format
+            c.unparsed_text += len(text)
+            if len(text) and not c.first_unparsed:
+                c.first_unparsed = (self._where(chunk, int(text[0])), _clip(self._raw_line(chunk, int(text[0]))))
+        if unlike is not None:
+            odd = np.flatnonzero(unlike)
+            c.unlike += len(odd)
+            room = MAX_EXAMPLES - len(c.unlike_examples)
+            c.unlike_examples += [self._where(chunk, int(i)) for i in odd[:max(room, 0)]]
+            if len(odd) and not c.first_unlike:
+                c.first_unlike = (self._where(chunk, int(odd[0])), _clip(self._raw_line(chunk, int(odd[0]))))
         if o.on_unparsed == "skip":
             c.skipped += len(bad)
         # Which lines are kept (None: all of them, the usual case, without copies of the columns).
@@ -545,6 +594,7 @@ class _Preparer:
         if self.counts.lines == 0:
             raise DataError(f"no lines in range --start-line {o.start_line} --end-line {o.end_line} "
                             f"(the inputs have {self.reader.lines_read:,} lines)")
+        self._check_input()
         columns = {k: np.concatenate(v) for k, v in self.parts.items() if v}
         self.parts.clear()
         table = pl.DataFrame(columns).with_columns(pl.col("label").replace(-1, None).cast(pl.Int8))
@@ -559,6 +609,40 @@ class _Preparer:
                 log.warning("split %r is empty (%d sequences in all); adjust --train-ratio/--val-ratio",
                             name, sum(len(d) for d in splits.values()))
         return splits, extra
+
+    def _check_input(self) -> None:
+        """Stop when more than ``max_unparsed`` of the lines are not valid UTF-8, or do not match the
+        format or look like the family's logs: the input is then most likely another kind of file
+        (binary, compressed other than gzip) or log (another family or format), and what would be
+        written is noise (e.g. every window anomalous, from dates read as labels)."""
+        o, c = self.o, self.counts
+        n, limit = c.lines, o.max_unparsed
+        allow = (f"If such lines are expected, pass --on-unparsed keep (takes them as they are) or "
+                 f"--max-unparsed above {limit:g}")
+        invalid = self.reader.invalid_utf8
+        if invalid > limit * n:
+            raise DataError(f"{invalid:,} of {n:,} lines ({invalid / n:.0%}) are not valid UTF-8 (first: "
+                            f"{c.invalid_examples[0]}): is the input a binary file, compressed other than by "
+                            "gzip, or text in another encoding? Pass the text log (convert another encoding "
+                            f"with e.g. iconv -f latin1 -t utf-8). {allow}")
+        blank = c.unparsed - c.unparsed_text  # blank lines say nothing about the format: not counted
+        n -= blank
+        bad = c.unparsed_text + c.unlike
+        if bad <= limit * n:
+            return
+        example, text = (c.first_unparsed if c.unparsed_text >= c.unlike else c.first_unlike) or ("", "")
+        what = f"do not match the format {self.fmt.text!r}"
+        if c.unlike:  # a built-in family read with its own format
+            fields = ", ".join(f"<{f}>" for f in FAMILY_FIELD_PATTERNS[o.family])
+            parts = [f"{c.unparsed_text:,} do not match its format"] if c.unparsed_text else []
+            parts.append(f"{c.unlike:,} match it but their {fields} are not as in {o.family} logs")
+            what = f"are not {o.family} log lines ({', '.join(parts)})"
+        guess = [f for f in guess_families(text) if f != o.family]
+        cause = (f"It looks like a log of family {' / '.join(guess)}: run `logllm prepare {guess[0]}`" if guess
+                 else "Is it a log of another family, or in another format? Pass the right family or --format")
+        raise DataError(f"{bad:,} of {n:,} {'non-blank ' if blank else ''}lines ({bad / n:.0%}) {what}; first: "
+                        f"{example}: {text!r}. "
+                        f"{cause}. {allow}")
 
     def _no_line_parses(self, chunk: LineChunk) -> None:
         raise DataError(f"{self.reader.inputs[chunk.file_index].path}: the log format {self.fmt.text!r} "
@@ -602,6 +686,8 @@ class _Preparer:
                 log.warning("%d sessions without a label in %s: %s", len(miss), o.labels,
                             "dropped" if o.missing_labels == "drop" else "kept unlabeled")
                 if o.missing_labels == "drop":
+                    gone = seqs.filter(pl.col("label").is_null())["message_ids"].list.len().sum()
+                    self.dropped["missing_label"] = int(gone)
                     seqs = seqs.filter(pl.col("label").is_not_null())
         seqs = seqs.select(SEQUENCE_COLUMNS)
         if o.split == "random":
@@ -612,24 +698,30 @@ class _Preparer:
             splits = {k: seqs[lo:hi] for k, (lo, hi) in bounds.items()}
         extra = {"missing_labels": missing, "lines_without_session": self.no_session,
                  "session_memberships": len(rows)}
-        if extra["lines_without_session"]:
-            log.info("%d lines name no session (regex %r); they are not in any sequence",
-                     extra["lines_without_session"], self.session_rx)
+        if self.no_session:
+            self.dropped["no_session"] = self.no_session
         return splits, extra
 
     def _windows(self, table: pl.DataFrame, kind: str) -> dict[str, pl.DataFrame]:
+        """Windows inside each part of the split and each input file: no window crosses a file, as
+        in `logllm detect` (a window of a.log's last and b.log's first lines is no real sequence)."""
         o = self.o
         n = len(table)
+        file_starts = np.flatnonzero(np.diff(table["file_index"].to_numpy())) + 1
         if kind == "time_windows":
             # A line without a readable timestamp takes the previous line's (counted in bad_timestamps).
             table = table.with_columns(pl.col("timestamp").forward_fill().backward_fill())
             seconds = parse_duration(o.time_window)
 
             def build(bounds: list[tuple[int, int]], start: int) -> tuple[pl.DataFrame, int]:
-                return time_windows(table, bounds, seconds, start)
+                return time_windows(table, cut_at(bounds, file_starts), seconds, start)
         else:
             def build(bounds: list[tuple[int, int]], start: int) -> tuple[pl.DataFrame, int]:
-                return fixed_windows(table, bounds, o.window, o.step, start)
+                parts = cut_at(bounds, file_starts)
+                between = sum(hi - lo for lo, hi in parts) - lines_in_windows(parts, o.window, o.step)
+                if between:
+                    self.dropped["between_windows"] = self.dropped.get("between_windows", 0) + between
+                return fixed_windows(table, parts, o.window, o.step, start)
         if o.split == "chronological":
             bounds = chronological_bounds(n, o.train_ratio, o.val_ratio)
             splits: dict[str, pl.DataFrame] = {}
@@ -674,11 +766,12 @@ def _prepare(options: PrepareOptions, out: str | Path, writer: PreparedWriter, *
         "unparsed_examples": c.unparsed_examples, "truncated_lines": c.truncated,
         "truncated_lines_examples": c.truncated_examples, "invalid_utf8_lines": p.reader.invalid_utf8,
         "invalid_utf8_lines_examples": c.invalid_examples, "bad_timestamps": c.bad_timestamps,
-        "lines_read": p.reader.lines_read,
+        "lines_read": p.reader.lines_read, "unlike_lines": c.unlike, "unlike_lines_examples": c.unlike_examples,
     }
     if c.unparsed:
         log.warning("%d of %d lines do not match the format %r (%s); first: %s", c.unparsed, c.lines,
                     p.fmt.text, o.on_unparsed, ", ".join(c.unparsed_examples))
+    counts["dropped_lines"] = _dropped_lines(p, c)
     messages, splits = _drop_unused_messages(p.messages.texts, splits)
     manifest = _manifest(o, splits, len(messages), [i.to_dict() for i in p.reader.inputs], counts, extra,
                          p.versions)
@@ -686,6 +779,34 @@ def _prepare(options: PrepareOptions, out: str | Path, writer: PreparedWriter, *
     result = PrepareResult(Path(out), manifest, time.perf_counter() - t0)
     log.info("prepared %s in %.2f s: %d lines, %d messages", o.family, result.seconds, c.lines, len(messages))
     return result
+
+
+#: Lines left out of every sequence above this share of the input are a warning, not a note.
+DROPPED_WARNING_SHARE = 0.01
+
+
+def _dropped_lines(p: _Preparer, c: _Counts) -> dict[str, int]:
+    """The lines of the input that are in no sequence, by reason (logged: a warning above 1%)."""
+    dropped = {**({"skipped_unparsed": c.skipped} if c.skipped else {}), **p.dropped}
+    total = sum(dropped.values())
+    if total:
+        level = logging.WARNING if total > DROPPED_WARNING_SHARE * c.lines else logging.INFO
+        log.log(level, "%s of %s lines (%.1f%%) are in no sequence: %s", f"{total:,}", f"{c.lines:,}",
+                100 * total / c.lines, "; ".join(_dropped_text(dropped, p.o.to_dict())))
+    return dropped
+
+
+#: Why lines are in no sequence (keys of the manifest's ``dropped_lines``), for people.
+DROP_REASONS = {
+    "skipped_unparsed": "do not match the format, skipped (--on-unparsed skip)",
+    "no_session": "name no session (--session-regex {session_regex!r})",
+    "missing_label": "are in sessions without a label, dropped (--missing-labels drop)",
+    "between_windows": "are between windows (--step {step} > --window {window})",
+}
+
+
+def _dropped_text(dropped: dict[str, int], options: dict) -> list[str]:
+    return [f"{n:,} " + DROP_REASONS.get(why, why).format(**options) for why, n in dropped.items()]
 
 
 def _drop_unused_messages(texts: list[str], splits: dict[str, pl.DataFrame]) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:

@@ -34,6 +34,26 @@ def window_starts(lo: int, hi: int, window: int, step: int) -> list[tuple[int, i
     return out
 
 
+def cut_at(bounds: list[tuple[int, int]], cuts: np.ndarray | list[int]) -> list[tuple[int, int]]:
+    """Each ``[lo, hi)`` of ``bounds`` cut at the positions of ``cuts`` inside it (e.g. where a new
+    input file starts), so that no window built inside a part crosses a cut."""
+    out = []
+    cuts = np.asarray(cuts, dtype=np.int64)
+    for lo, hi in bounds:
+        inner = cuts[(cuts > lo) & (cuts < hi)].tolist()
+        edges = [lo, *inner, hi]
+        out += [(a, b) for a, b in zip(edges[:-1], edges[1:])]
+    return out
+
+
+def lines_in_windows(bounds: list[tuple[int, int]], window: int, step: int) -> int:
+    """How many lines of the parts ``bounds`` the fixed windows take (less than all of them only
+    when ``step > window``: the lines between two windows belong to none)."""
+    if step <= window:
+        return sum(hi - lo for lo, hi in bounds)
+    return sum(e - s for lo, hi in bounds for s, e in window_starts(lo, hi, window, step))
+
+
 def fixed_windows(lines: pl.DataFrame, bounds: list[tuple[int, int]], window: int, step: int,
                   first_index: int = 0) -> tuple[pl.DataFrame, int]:
     """Windows inside each ``[lo, hi)`` of ``bounds``; ids ``w000000``... numbered from ``first_index``."""
