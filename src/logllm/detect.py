@@ -427,6 +427,11 @@ def decode_line(data: bytes, stats: DetectStats) -> str:
 
 # -- the detector ----------------------------------------------------------------------------------
 
+def _check_threshold(threshold: float) -> None:
+    if math.isnan(threshold) or not 0.0 <= threshold <= 1.0:
+        raise ConfigError(f"--threshold must be in [0, 1] (a probability), got {threshold}")
+
+
 class Detector:
     """A trained run applied to raw lines. See the module docstring for the pipeline.
 
@@ -441,7 +446,8 @@ class Detector:
     sequences per model call (speed only);
     max_open_sessions / max_session_lines: memory bounds of session sequencing;
     wall_clock_timeout: also close idle sessions by wall-clock time (follow mode);
-    max_cached_texts: distinct messages kept in the model's vector cache before it restarts.
+    max_cached_texts: distinct messages kept in the model's vector cache (and tokenizer cache) before
+    it restarts.
     """
 
     def __init__(
@@ -461,8 +467,7 @@ class Detector:
         wall_clock_timeout: bool = False,
         max_cached_texts: int = 200_000,
     ):
-        if not 0.0 <= threshold <= 1.0 or math.isnan(threshold):
-            raise ConfigError(f"--threshold must be in [0, 1], got {threshold}")
+        _check_threshold(threshold)
         self.model = model
         self.preprocessor = preprocessor
         self.policy = policy
@@ -485,6 +490,8 @@ class Detector:
         self._encoder_cache = hasattr(model, "freeze_encoder_cache")
         if self._encoder_cache:
             model.freeze_encoder_cache([])
+        if hasattr(model, "max_cached_tokens"):  # its tokenizer cache is bounded alike
+            model.max_cached_tokens = max_cached_texts
 
     # -- construction ------------------------------------------------------------------------------
     @classmethod
@@ -494,11 +501,17 @@ class Detector:
         """A detector for a run folder: its model, its data manifest's preprocessing (``overrides``
         change options as `prepare`'s flags would), its threshold (unless ``threshold`` is given)."""
         run_dir = Path(run_dir)
+        if threshold is not None:
+            _check_threshold(threshold)  # before anything slow (the model loads last)
         manifest_path = run_dir / "data_manifest.json"
         if not manifest_path.is_file():
             raise ConfigError(f"{manifest_path}: missing; `logllm detect` needs the run folder written by "
                               "`logllm train` (it records the data preprocessing there)")
-        manifest = json.loads(manifest_path.read_text())
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ConfigError(f"{manifest_path}: cannot be read ({err}); it is written by `logllm train`: "
+                              "train the run again or restore the file") from err
         preprocessor, policy = preprocessor_from_manifest(manifest, overrides, session_timeout,
                                                           where=str(manifest_path))
         if threshold is None:
@@ -645,6 +658,12 @@ class Detector:
 OVERRIDABLE = ("format", "mask", "on_unparsed", "window", "step", "session_regex", "time_window",
                "timestamp_field", "timestamp_format", "max_line_chars", "label_rule", "label_field")
 
+# `prepare` options that describe the training data rather than how a line is read: detection sets
+# them to these values (a labels file labels the training sessions; the line range and the split
+# chose the training lines), so that they never stop an override such as `--window`.
+TRAINING_ONLY: dict[str, Any] = {"labels": None, "missing_labels": "fail", "start_line": None,
+                                 "end_line": None, "split": None}
+
 
 class RunPreprocessor:
     """The data package's own parsing and masking (`logllm.data.parsing.LineParser`, `mask_series`),
@@ -723,6 +742,12 @@ def preprocessor_from_manifest(manifest: dict[str, Any], overrides: dict[str, An
     bad = sorted(set(changes) - set(OVERRIDABLE))
     if bad:
         raise ConfigError(f"cannot override {bad} for detection; overridable: {', '.join(OVERRIDABLE)}")
+    unused = {k: getattr(options, k) for k in ("labels", "start_line", "end_line") if getattr(options, k) is not None}
+    if unused:
+        log.info("%s: %s not used for detection (they chose and labelled the training data); "
+                 "use detect's own --start-line/--end-line for a line range", where,
+                 ", ".join(f"{k}={v!r}" for k, v in unused.items()))
+    options = replace(options, **TRAINING_ONLY)
     if changes.get("session_regex"):
         changes.update(window=None, step=None, time_window=None)
     elif changes.get("window") or changes.get("time_window"):

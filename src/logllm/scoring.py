@@ -23,10 +23,25 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from logllm.errors import DataError
+
 if TYPE_CHECKING:
     from logllm.model.logllm import LogLLM
 
 log = logging.getLogger(__name__)
+
+
+def check_sequences(sequences: Sequence[Sequence[object]], what: str = "message ids") -> None:
+    """Refuse input that would be scored as something else: a string where a sequence is expected
+    (its characters would become messages) and sequences without messages (only the prompt)."""
+    if isinstance(sequences, (str, bytes)):
+        raise TypeError(f"expected a list of sequences of {what}, got one string {sequences[:40]!r}")
+    for i, seq in enumerate(sequences):
+        if isinstance(seq, (str, bytes)):
+            raise TypeError(f"sequence {i} is a string ({seq[:40]!r}), not a sequence of {what}: "
+                            "wrap each sequence in a list, e.g. [[message, ...], ...]")
+        if len(seq) == 0:
+            raise DataError(f"sequence {i} is empty: a sequence needs at least one message to be scored")
 
 
 def score_sequences(model: LogLLM, texts: Sequence[str], sequences: Sequence[Sequence[int]],
@@ -37,6 +52,9 @@ def score_sequences(model: LogLLM, texts: Sequence[str], sequences: Sequence[Seq
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if isinstance(texts, (str, bytes)):
+        raise TypeError(f"texts must be a list of message texts, got one string {texts[:40]!r}")
+    check_sequences(sequences)
     if not sequences:
         return np.zeros(0, dtype=np.float64)
     started = time.perf_counter()

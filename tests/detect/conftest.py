@@ -97,3 +97,39 @@ def tiny_encoder(tmp_path_factory: pytest.TempPathFactory):
     model.save_pretrained(str(path))
     tok.save_pretrained(str(path))
     return path
+
+
+def write_tb_log(path, n: int = 200) -> list[str]:
+    """Thunderbird-format lines (every 23rd an alert), written to ``path``; returns the lines."""
+    rows = []
+    for i in range(1, n + 1):
+        head = f"{1131568278 + i} 2005.11.09 dn{i % 7} Nov 9 12:31:{i % 60:02d} dn{i % 7}/dn{i % 7}"
+        if i % 23 == 0:
+            rows.append(f"VAPI {head} kernel: disk failure on sda{i % 4}")
+        else:
+            rows.append(f"- {head} sshd[{1000 + i}]: session opened for user root")
+    path.write_text("\n".join(rows) + "\n")
+    return rows
+
+
+@pytest.fixture(scope="session")
+def stream_run(tmp_path_factory, tiny_encoder):
+    """A tiny untrained LogLLM run (Thunderbird lines, windows of 20, threshold 0.5) for detect's CLI."""
+    import json
+
+    from logllm.data.dataset import PreparedData
+    from logllm.data.prepare import PrepareOptions, prepare
+    from logllm.model.config import ModelConfig
+    from logllm.model.logllm import LogLLM
+
+    root = tmp_path_factory.mktemp("stream_run")
+    log = root / "tb.log"
+    write_tb_log(log)
+    prepare(PrepareOptions(family="thunderbird", inputs=(str(log),), window=20, train_ratio=0.5), root / "prepared")
+    run = root / "run"
+    config = ModelConfig(encoder=str(tiny_encoder), decoder="tiny-llama", decoder_layers=1, decoder_width=32,
+                         decoder_heads=2, device="cpu")
+    LogLLM.build(config, seed=0).save_pretrained(run / "model")
+    (run / "threshold.json").write_text(json.dumps({"threshold": 0.5}))
+    (run / "data_manifest.json").write_text(json.dumps(PreparedData(root / "prepared").manifest))
+    return {"run": run, "log": log}

@@ -41,19 +41,58 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _PrintableFormatter(logging.Formatter):
+    """Log records with control characters escaped: a message may quote a log line, and a log line
+    may hold terminal escapes (retitle, clear screen) that must not reach the terminal raw."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        from logllm.follow import printable
+
+        safe = logging.makeLogRecord(record.__dict__)
+        safe.message = printable(record.message, keep_newlines=True)
+        return super().formatMessage(safe)
+
+
 def _setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"))
+    logging.basicConfig(level=level, handlers=[handler])
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse the command line; options may stand anywhere after the subcommand, also between or after
+    its positional arguments (`logllm detect RUN --follow FILE`).
+
+    argparse stops filling a positional list (``FILE ...``) at the first option, and
+    `parse_intermixed_args` refuses a parser with subcommands; so the command line is parsed as usual
+    first, and when arguments are left over, the subcommand's own arguments are parsed again
+    intermixed (which reports any that are still unknown).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, extra = parser.parse_known_args(argv)
+    if not extra:
+        return args
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
+    subparser = sub.choices[args.command]
+    # The subcommand is the first argument that is not a top-level option (those take no value).
+    at = next(i for i, a in enumerate(argv) if not a.startswith("-"))
+    parsed = subparser.parse_intermixed_args(argv[at + 1 :])
+    for key, value in vars(parsed).items():
+        setattr(args, key, value)
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     _setup_logging(args.verbose, args.quiet)
     try:
         return int(args.func(args) or 0)
     except LogLLMError as err:
-        print(f"logllm {args.command}: error: {err}", file=sys.stderr)
+        from logllm.follow import printable
+
+        print(f"logllm {args.command}: error: {printable(str(err), keep_newlines=True)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"logllm {args.command}: interrupted", file=sys.stderr)

@@ -68,12 +68,46 @@ def register(subparsers) -> None:
 
 
 def _table_row(d: dict[str, Any]) -> str:
+    """A detection for a terminal: control characters of the log line (and path) are escaped."""
+    from logllm.follow import printable
+
     flag = "ANOMALY" if d["anomalous"] else "normal "
-    head = f"{flag} {d['score']:.4f}  {d['source']}:{d['first_line']}-{d['last_line']}  ({d['lines']} lines, {d['reason']})"
+    head = (f"{flag} {d['score']:.4f}  {printable(d['source'])}:{d['first_line']}-{d['last_line']}  "
+            f"({d['lines']} lines, {d['reason']})")
     rows = [head]
     for t in d["top"]:
-        rows.append(f"    {t['line']:>8}  {t['contribution']:+.4f}  {t['text'][:160]}")
+        rows.append(f"    {t['line']:>8}  {t['contribution']:+.4f}  {printable(t['text'][:160])}")
     return "\n".join(rows)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Options a user can get wrong, checked before the model loads (one clear line, exit 2)."""
+    import math
+
+    from logllm.errors import ConfigError
+
+    if args.threshold is not None and (math.isnan(args.threshold) or not 0.0 <= args.threshold <= 1.0):
+        raise ConfigError(f"--threshold must be in [0, 1] (a probability), got {args.threshold}")
+    positive = {"--top-k": (args.top_k, 0), "--batch-size": (args.batch_size, 1),
+                "--max-line-bytes": (args.max_line_bytes, 1), "--max-open-sessions": (args.max_open_sessions, 1),
+                "--start-line": (args.start_line, 1), "--end-line": (args.end_line, 1)}
+    for name, (value, least) in positive.items():
+        if value is not None and value < least:
+            raise ConfigError(f"{name} must be >= {least}, got {value}")
+    if args.start_line and args.end_line and args.end_line < args.start_line:
+        raise ConfigError(f"--end-line {args.end_line} is before --start-line {args.start_line}")
+    for name, value in (("--poll-interval", args.poll_interval), ("--session-timeout", args.session_timeout)):
+        if value is not None and not value > 0:
+            raise ConfigError(f"{name} must be > 0 seconds, got {value}")
+    if args.out is not None:
+        from pathlib import Path
+
+        out = Path(args.out)
+        if out.is_dir() or not out.parent.is_dir():
+            raise ConfigError(f"--out {args.out}: " + ("is a folder" if out.is_dir() else "its folder does not exist")
+                              + "; give a file path for the detections")
+    if args.from_end and not args.follow:
+        raise ConfigError("--from-end only applies with --follow (it skips what a followed file holds already)")
 
 
 def _in_range(start: int | None, end: int | None):
@@ -92,8 +126,11 @@ def run(args: argparse.Namespace) -> int:
     from logllm.follow import LineReader, stop_on_signals
 
     log = logging.getLogger("logllm.detect")
-    if args.top_k < 0:
-        raise ConfigError(f"--top-k must be >= 0, got {args.top_k}")
+    _check_args(args)
+    stop = threading.Event()
+    # Built first: it checks the files (and --follow with stdin) before the model loads.
+    reader = LineReader(args.files or ["-"], follow=args.follow, poll_interval=args.poll_interval,
+                        max_line_bytes=args.max_line_bytes, from_end=args.from_end, stop=stop)
     overrides = {
         "format": args.log_format, "mask": args.mask, "on_unparsed": args.on_unparsed, "window": args.window,
         "step": args.step, "session_regex": args.session_regex, "time_window": args.time_window,
@@ -103,17 +140,20 @@ def run(args: argparse.Namespace) -> int:
     timeout = args.session_timeout
     if timeout is None and args.follow:
         timeout = 300.0
+    # Standard input may be a live pipe (`tail -f x | logllm detect RUN -`): an explicit
+    # --session-timeout then also counts wall-clock silence, as in follow mode.
+    wall_clock = args.follow or ("-" in reader.paths and args.session_timeout is not None)
     detector = Detector.from_run(
         args.run, threshold=args.threshold, overrides=overrides, session_timeout=timeout,
         top_k=args.top_k, explain=args.explain, explain_by=args.explain_by,
         explain_repeats=args.explain_repeats, batch_size=args.batch_size,
-        max_open_sessions=args.max_open_sessions, wall_clock_timeout=args.follow,
+        max_open_sessions=args.max_open_sessions, wall_clock_timeout=wall_clock,
     )
-    stop = threading.Event()
-    reader = LineReader(args.files or ["-"], follow=args.follow, poll_interval=args.poll_interval,
-                        max_line_bytes=args.max_line_bytes, from_end=args.from_end, stop=stop)
     keep = _in_range(args.start_line, args.end_line)
-    sink: IO[str] = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
+    try:
+        sink: IO[str] = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
+    except OSError as err:
+        raise ConfigError(f"--out {args.out}: cannot write there ({err.strerror}); give a writable file path") from err
     written = 0
     try:
         with stop_on_signals(stop):

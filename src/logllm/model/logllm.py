@@ -132,9 +132,17 @@ class LogLLM(torch.nn.Module):
         return any(p.requires_grad for p in self._parts["encoder"])
 
     # ------------------------------------------------------------------ encoder and cache
+    #: distinct texts whose encoder token ids are kept; past it the token cache restarts, so that a
+    #: long detection (`logllm detect --follow`) stays bounded, as its vector cache is (the detector
+    #: sets this to its own cap on cached texts)
+    max_cached_tokens: int = 200_000
+
     def _token_ids(self, text: str) -> list[int]:
         ids = self._tokens.get(text)
         if ids is None:
+            if len(self._tokens) >= self.max_cached_tokens:
+                log.debug("more than %d texts tokenized: token cache restarted", self.max_cached_tokens)
+                self._tokens.clear()
             ids = list(self.encoder_tokenizer(text, add_special_tokens=True)["input_ids"])
             limit = self.config.max_message_tokens
             if len(ids) > limit:
@@ -327,9 +335,13 @@ class LogLLM(torch.nn.Module):
         Either ``score(texts, sequences)`` with message ids into the text table, or ``score(seqs)``
         where each sequence is a list of masked message texts.
         """
-        from logllm.scoring import score_sequences
+        from logllm.scoring import check_sequences, score_sequences
 
+        if isinstance(texts, (str, bytes)):
+            raise TypeError(f"score() takes sequences of messages, not one string ({texts[:40]!r}...): "
+                            "pass [[message, ...], ...] or (texts, sequences of ids)")
         if sequences is None:
+            check_sequences(texts, "messages")
             table: dict[str, int] = {}
             sequences = [[table.setdefault(t, len(table)) for t in seq] for seq in texts]
             texts = list(table)
