@@ -12,7 +12,7 @@ evaluated) and writes::
                                      the run's training data be evaluated (what differs)
     RUN/eval/<split>/scores.parquet  sequence_id, label, score, pred
 
-Metrics are on the anomalous class (paper Eq. 2-4); sequences without a label are scored but left
+Metrics (`logllm.metrics`) are on the anomalous class (paper Eq. 2-4); sequences without a label are scored but left
 out of the metrics (counted in ``unlabeled``).
 """
 
@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,12 +30,17 @@ import numpy as np
 import polars as pl
 
 from logllm.errors import ConfigError, DataError
+from logllm.metrics import DEFAULT_THRESHOLD, best_f1_threshold, classification_metrics, predict
 from logllm.versions import library_versions
 
 log = logging.getLogger(__name__)
 
 THRESHOLD_FILE = "threshold.json"
-DEFAULT_THRESHOLD = 0.5
+
+# Training imports these from here; the rules themselves live in logllm.metrics.
+choose_threshold = best_f1_threshold
+__all__ = ["DEFAULT_THRESHOLD", "THRESHOLD_FILE", "Metrics", "choose_threshold", "classification_metrics", "evaluate",
+           "predict", "read_threshold"]
 
 
 @dataclass
@@ -81,76 +85,6 @@ class Metrics:
             f"  threshold {self.threshold:.4g} ({self.threshold_source}); {self.sequences} sequences "
             f"({self.anomalous} anomalous) in {self.seconds:.1f} s ({self.sequences_per_second:.0f}/s)"
         )
-
-
-def confusion(labels: np.ndarray, preds: np.ndarray) -> tuple[int, int, int, int]:
-    """(tp, fp, fn, tn) with 1 = anomalous."""
-    labels = np.asarray(labels).astype(bool)
-    preds = np.asarray(preds).astype(bool)
-    return (int((labels & preds).sum()), int((~labels & preds).sum()),
-            int((labels & ~preds).sum()), int((~labels & ~preds).sum()))
-
-
-def _ratio(a: int, b: int) -> float:
-    return a / b if b else 0.0
-
-
-def predict(scores: np.ndarray | Sequence[float], threshold: float) -> np.ndarray:
-    """The decision rule everywhere (evaluate, bench, training's threshold choice): anomalous when
-    ``score >= threshold``. Returns a boolean array; a score equal to the threshold is anomalous."""
-    return np.asarray(scores, dtype=np.float64) >= threshold
-
-
-def classification_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, Any]:
-    """Precision, recall, F1 (anomalous class), accuracy, ROC-AUC, PR-AUC and the confusion counts.
-
-    A sequence is predicted anomalous when its score is >= ``threshold``. ROC-AUC and PR-AUC are None
-    when the labels hold only one class. Precision (recall) is 0 when nothing is predicted (is) anomalous.
-    """
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
-    labels = np.asarray(labels).astype(int)
-    scores = np.asarray(scores, dtype=np.float64)
-    preds = predict(scores, threshold)
-    tp, fp, fn, tn = confusion(labels, preds)
-    precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
-    f1 = _ratio(2 * tp, 2 * tp + fp + fn)
-    two_classes = len(np.unique(labels)) == 2
-    return {
-        "precision": precision, "recall": recall, "f1": f1,
-        "accuracy": _ratio(tp + tn, len(labels)),
-        "roc_auc": float(roc_auc_score(labels, scores)) if two_classes else None,
-        "pr_auc": float(average_precision_score(labels, scores)) if two_classes else None,
-        "tp": tp, "fp": fp, "fn": fn, "tn": tn,
-    }
-
-
-def choose_threshold(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
-    """The threshold that maximises F1 on (validation) labels and scores, and that F1.
-
-    Candidates are midpoints between consecutive distinct scores (and just below the lowest), so the
-    cut falls between a predicted-anomalous and a predicted-normal sequence rather than exactly on a
-    validation score. Ties in F1 go to the higher threshold (fewer false alarms). Needs at least
-    one anomalous label; raises ValueError otherwise.
-    """
-    labels = np.asarray(labels).astype(int)
-    scores = np.asarray(scores, dtype=np.float64)
-    if labels.sum() == 0:
-        raise ValueError("no anomalous sequence among the labels; F1 cannot pick a threshold")
-    distinct = np.unique(scores)  # ascending
-    candidates = np.concatenate([[distinct[0] - 1e-12 if distinct[0] > 0 else 0.0],
-                                 (distinct[:-1] + distinct[1:]) / 2])
-    order = np.argsort(-scores, kind="stable")
-    s, y = scores[order], labels[order]
-    best_t, best_f1 = DEFAULT_THRESHOLD, -1.0
-    total_pos = int(labels.sum())
-    for t in candidates[::-1]:  # high to low, so a tie keeps the higher threshold
-        k = int(np.searchsorted(-s, -t, side="right"))  # sequences with score >= t
-        tp = int(y[:k].sum())
-        f1 = 2 * tp / (k + total_pos)
-        if f1 > best_f1 + 1e-12:
-            best_t, best_f1 = float(t), f1
-    return best_t, best_f1
 
 
 def read_threshold(run_dir: str | Path) -> dict[str, Any]:

@@ -33,6 +33,7 @@ import numpy as np
 import polars as pl
 
 from logllm.errors import DataError
+from logllm.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +193,7 @@ def _no_data(ax, text: str) -> None:
 
 
 def fig_pr(res: SplitResult) -> str:
-    from sklearn.metrics import average_precision_score, precision_recall_curve
+    from sklearn.metrics import precision_recall_curve
 
     fig, ax = _figure()
     y, s = _labeled(res)
@@ -200,8 +201,9 @@ def fig_pr(res: SplitResult) -> str:
         _no_data(ax, "precision-recall needs both classes among the labeled sequences")
     else:
         p, r, _ = precision_recall_curve(y, s)
-        ax.plot(r, p, drawstyle="steps-post", label=f"AP = {average_precision_score(y, s):.4f}")
-        tp, fp, fn, _ = _confusion(y, s, res.threshold)
+        m = classification_metrics(y, s, res.threshold)
+        ax.plot(r, p, drawstyle="steps-post", label=f"AP = {m['pr_auc']:.4f}")
+        tp, fp, fn = m["tp"], m["fp"], m["fn"]
         if tp + fp and tp + fn:
             ax.plot([tp / (tp + fn)], [tp / (tp + fp)], "o", color="C3",
                     label=f"threshold {res.threshold:.4g}")
@@ -216,7 +218,7 @@ def fig_pr(res: SplitResult) -> str:
 
 
 def fig_roc(res: SplitResult) -> str:
-    from sklearn.metrics import roc_auc_score, roc_curve
+    from sklearn.metrics import roc_curve
 
     fig, ax = _figure()
     y, s = _labeled(res)
@@ -224,9 +226,10 @@ def fig_roc(res: SplitResult) -> str:
         _no_data(ax, "ROC needs both classes among the labeled sequences")
     else:
         fpr, tpr, _ = roc_curve(y, s)
-        ax.plot(fpr, tpr, label=f"AUC = {roc_auc_score(y, s):.4f}")
+        m = classification_metrics(y, s, res.threshold)
+        ax.plot(fpr, tpr, label=f"AUC = {m['roc_auc']:.4f}")
         ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
-        tp, fp, fn, tn = _confusion(y, s, res.threshold)
+        tp, fp, fn, tn = m["tp"], m["fp"], m["fn"], m["tn"]
         if (fp + tn) and (tp + fn):
             ax.plot([fp / (fp + tn)], [tp / (tp + fn)], "o", color="C3", label=f"threshold {res.threshold:.4g}")
         ax.set_xlabel("false positive rate")
@@ -257,8 +260,8 @@ def fig_histogram(res: SplitResult) -> str:
 def fig_confusion(res: SplitResult) -> str:
     fig, ax = _figure((4.2, 3.8))
     y, s = _labeled(res)
-    tp, fp, fn, tn = _confusion(y, s, res.threshold)
-    mat = np.array([[tn, fp], [fn, tp]])
+    m = classification_metrics(y, s, res.threshold)
+    mat = np.array([[m["tn"], m["fp"]], [m["fn"], m["tp"]]])
     ax.imshow(mat, cmap="Blues")
     for i in range(2):
         for j in range(2):
@@ -321,12 +324,6 @@ def _labeled(res: SplitResult) -> tuple[np.ndarray, np.ndarray]:
     return res.labels[mask], res.scores[mask]
 
 
-def _confusion(y: np.ndarray, s: np.ndarray, threshold: float) -> tuple[int, int, int, int]:
-    pred = s >= threshold
-    pos = y == 1
-    return (int((pred & pos).sum()), int((pred & ~pos).sum()), int((~pred & pos).sum()), int((~pred & ~pos).sum()))
-
-
 # -- page ----------------------------------------------------------------------------------------
 
 _CSS = """
@@ -361,15 +358,11 @@ def _kv_table(d: dict[str, Any]) -> str:
 
 def _summary(res: SplitResult) -> dict[str, Any]:
     y, s = _labeled(res)
-    tp, fp, fn, tn = _confusion(y, s, res.threshold)
-    p = tp / (tp + fp) if tp + fp else 0.0
-    r = tp / (tp + fn) if tp + fn else 0.0
-    out: dict[str, Any] = {
+    m = classification_metrics(y, s, res.threshold)
+    return {
         "sequences": len(res.scores), "labeled": int(len(y)), "anomalous": int((y == 1).sum()),
-        "threshold": res.threshold, "precision": p, "recall": r,
-        "f1": 2 * p * r / (p + r) if p + r else 0.0, "accuracy": (tp + tn) / len(y) if len(y) else 0.0,
+        "threshold": res.threshold, **{k: m[k] for k in ("precision", "recall", "f1", "accuracy")},
     }
-    return out
 
 
 def _assoc_table(assoc: list[dict]) -> str:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from logllm.baselines.base import REGISTRY, MethodInput
-from logllm.baselines.deeplog import DeepLog, KeyVocab, best_f1_threshold, dedupe, make_config, windows_of
+from logllm.baselines.common import KeyVocab, distinct, f1_threshold, make_config, threshold_on_val
+from logllm.baselines.deeplog import DeepLog, windows_of
 from logllm.errors import ConfigError
 
 from .conftest import key_resources, normal_keys
@@ -80,11 +81,13 @@ def test_helpers():
     rows, owner = windows_of([np.array([5, 6, 7]), np.array([], dtype=np.int64), np.array([8])], h=2)
     assert rows.tolist() == [[0, 0, 5], [0, 5, 6], [5, 6, 7], [0, 0, 8]]
     assert owner.tolist() == [0, 0, 0, 2]
-    uniq, counts, inverse = dedupe([np.array([1, 2]), np.array([3]), np.array([1, 2])])
-    assert len(uniq) == 2 and counts.tolist() == [2, 1] and inverse.tolist() == [0, 1, 0]
-    assert best_f1_threshold(np.array([0.1, 0.2, 0.9, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(0.5)
-    assert best_f1_threshold(np.array([0.9, 0.2]), np.array([1, 0])) == pytest.approx(0.55)
-    assert best_f1_threshold(np.array([0.1, 0.2]), np.array([0, 0])) is None
+    d, _ = distinct([np.array([1, 2]), np.array([3]), np.array([1, 2])])
+    assert len(d.seqs) == 2 and d.counts.tolist() == [2, 1] and d.inverse.tolist() == [0, 1, 0]
+    assert f1_threshold(np.array([0.1, 0.2, 0.9, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(0.5)
+    assert f1_threshold(np.array([0.9, 0.2]), np.array([1, 0])) == pytest.approx(0.55)
+    # a validation split with one class leaves the method's own rule in place
+    fixed = type("Fixed", (), {"score": lambda self, data: np.array([0.1, 0.2])})()
+    assert threshold_on_val(fixed, MethodInput([np.array([1]), np.array([2])], None, np.array([0, 0]))) is None
     with pytest.raises(ConfigError, match="windw"):
         make_config(type(DeepLog(seed=0).config), {"windw": 3}, "deeplog")
     assert make_config(type(DeepLog(seed=0).config), {"top_g": "4", "end_key": "false"}, "x").top_g == 4

@@ -40,7 +40,7 @@ def test_pseudo_anomalies_change_only_masked_keys_to_other_keys():
     train = MethodInput([normal_keys(rng) for _ in range(60)], res)
     model = FastLogAD(seed=0, gen_steps=30, disc_steps=1, width=32, ff=64, threads=1, exclude_top=1)
     model.fit(train)
-    from logllm.baselines.logbert import pad_batch
+    from logllm.baselines.common import pad_batch
 
     x = pad_batch(model._keys(MethodInput([normal_keys(rng) for _ in range(16)], res), "t"), model.symbols.dist)
     fake, replaced = model.pseudo_anomalies(x, torch.Generator().manual_seed(0))

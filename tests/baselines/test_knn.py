@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from logllm.baselines.base import MethodInput
-from logllm.baselines.knn import KNN, count_vectors
+from logllm.baselines.common import count_vectors
+from logllm.baselines.knn import KNN
 
 from .conftest import fit_and_measure, hdfs_inputs
 

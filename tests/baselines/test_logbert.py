@@ -6,7 +6,9 @@ import numpy as np
 import torch
 
 from logllm.baselines.base import REGISTRY, MethodInput
-from logllm.baselines.logbert import KeyTransformer, LogBERT, pad_batch, quantile_threshold
+from logllm.baselines.common import KeyTransformer, pad_batch
+from logllm.baselines.logbert import LogBERT
+from logllm.metrics import quantile_threshold
 
 from .conftest import key_resources, normal_keys
 

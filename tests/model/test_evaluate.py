@@ -1,4 +1,4 @@
-"""Evaluation: metrics on hand-made cases, threshold choice, and that test labels never pick the threshold."""
+"""Evaluation: what it writes, and that test labels never pick the threshold (the metrics: tests/test_metrics.py)."""
 
 from __future__ import annotations
 
@@ -10,39 +10,7 @@ import polars as pl
 import pytest
 
 from logllm.errors import ConfigError, DataError
-from logllm.evaluate import choose_threshold, classification_metrics, evaluate
-
-
-def test_metrics_on_a_hand_made_example():
-    labels = np.array([1, 1, 1, 0, 0, 0, 0, 0])
-    scores = np.array([0.9, 0.8, 0.3, 0.7, 0.2, 0.1, 0.1, 0.05])
-    m = classification_metrics(labels, scores, threshold=0.5)
-    # predicted anomalous: 0.9, 0.8 (true), 0.7 (false); missed: 0.3
-    assert (m["tp"], m["fp"], m["fn"], m["tn"]) == (2, 1, 1, 4)
-    assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3)
-    assert m["f1"] == pytest.approx(2 / 3) and m["accuracy"] == pytest.approx(6 / 8)
-    # ROC-AUC: of the 15 (anomalous, normal) pairs, the anomaly scores higher in 14 (0.3 < 0.7)
-    assert m["roc_auc"] == pytest.approx(14 / 15)
-    # average precision: ranks 1, 2 (hits), 3 miss, 4 (0.3) hit -> (1 + 1 + 3/4) / 3
-    assert m["pr_auc"] == pytest.approx((1 + 1 + 0.75) / 3)
-    assert classification_metrics(labels, scores, threshold=0.9)["tp"] == 1  # >= threshold is anomalous
-
-
-def test_metrics_with_one_class_and_no_predictions():
-    m = classification_metrics(np.zeros(4), np.array([0.1, 0.2, 0.3, 0.4]), threshold=0.5)
-    assert m["roc_auc"] is None and m["pr_auc"] is None
-    assert m["precision"] == 0.0 and m["recall"] == 0.0 and m["f1"] == 0.0 and m["accuracy"] == 1.0
-
-
-def test_choose_threshold_maximises_f1_between_scores():
-    labels = np.array([1, 1, 0, 1, 0, 0])
-    scores = np.array([0.95, 0.9, 0.8, 0.6, 0.3, 0.1])
-    threshold, f1 = choose_threshold(labels, scores)
-    # cutting between 0.6 and 0.3 catches all three anomalies with one false alarm: F1 = 6/7
-    assert threshold == pytest.approx(0.45) and f1 == pytest.approx(6 / 7)
-    assert classification_metrics(labels, scores, threshold)["f1"] == pytest.approx(f1)
-    with pytest.raises(ValueError):
-        choose_threshold(np.zeros(3), np.array([0.1, 0.2, 0.3]))
+from logllm.evaluate import evaluate
 
 
 class TextRuleModel:

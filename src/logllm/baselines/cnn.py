@@ -9,7 +9,7 @@ dropout + fully connected softmax layer classifies the session. Supervised, cros
 Defaults (the usual text-CNN sizes; the paper's exact widths are not claimed here): embedding
 width 128, kernel widths 3, 4 and 5 with 128 filters each, ReLU, dropout 0.5,
 Adam lr 1e-3, batch 64, 20 epochs over the distinct (sequence, label) pairs, threshold from the
-validation split (see `_common.TorchClassifier`). The paper pads
+validation split (see `common.TorchClassifier`). The paper pads
 sessions to a fixed length; here the pooling ignores padded positions instead, so a sequence's
 score does not depend on what else is in its batch. Prediction is the classifier's decision.
 """
@@ -20,8 +20,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from logllm.baselines._common import TorchClassifier, pad
 from logllm.baselines.base import Method, MethodInput, register
+from logllm.baselines.common import TorchClassifier, pad
 
 
 def _module(n_tokens: int, width: int, kernels: tuple[int, ...], filters: int, dropout: float):

@@ -30,19 +30,17 @@ Deviations (each a parameter; the figures are in the final report / docs/baselin
   g is chosen to maximise F1 on the validation split when the harness hands a labelled one with both
   classes (never on test); ``threshold="paper"`` keeps g fixed.
 
-This module also holds the small helpers the other semi-supervised log-key baselines share
-(LogAnomaly, LogBERT, FastLogAD, PLELog): configuration from ``params``, seeding, the key
-vocabulary and threshold selection on validation data.
+Shared pieces (configuration from ``params``, seeding, the key vocabulary, the threshold on
+validation data) are in `logllm.baselines.common`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Literal
 
 import numpy as np
 import torch
@@ -50,147 +48,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from logllm.baselines.base import Method, MethodInput, register
-from logllm.errors import ConfigError
+from logllm.baselines.common import PAD, key_vocab_of, make_config, threshold_on_val, torch_setup
+from logllm.metrics import predict
 
 log = logging.getLogger(__name__)
-
-C = TypeVar("C")
-
-PAD = 0  # key index of padding; known keys are 1..K; K+1 is "unseen in training"
-
-
-# --------------------------------------------------------------------------- shared helpers
-
-
-def make_config(cls: type[C], params: dict[str, object], method: str) -> C:
-    """Build a config dataclass from ``Method.params``; unknown names raise ConfigError."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(params) - set(fields))
-    if unknown:
-        raise ConfigError(f"{method}: unknown parameter(s) {unknown}; valid: {sorted(fields)}")
-    values = {}
-    for name, value in params.items():
-        default = getattr(cls, name, None)
-        # Numbers arrive as strings from a command line; coerce to the default's type.
-        if isinstance(default, bool) and isinstance(value, str):
-            value = value.lower() in ("1", "true", "yes")
-        elif isinstance(default, (int, float)) and not isinstance(default, bool) and isinstance(value, str):
-            try:
-                value = type(default)(value)
-            except ValueError as err:
-                raise ConfigError(f"{method}: parameter {name}={value!r} is not a {type(default).__name__}") from err
-        values[name] = value
-    return cls(**values)
-
-
-def torch_setup(seed: int, threads: int) -> torch.Generator:
-    """Seed torch and return a generator; ``threads`` > 0 sets torch's intra-op thread count."""
-    if threads > 0:
-        torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
-
-
-@dataclass(frozen=True)
-class KeyVocab:
-    """Log keys seen in training: template id -> key index 1..K (PAD=0, unseen=K+1)."""
-
-    key_of_template: np.ndarray  # (n_templates,) int64
-    n_keys: int  # K
-
-    @property
-    def unseen(self) -> int:
-        return self.n_keys + 1
-
-    @property
-    def size(self) -> int:
-        """Number of input symbols: PAD, K keys, unseen."""
-        return self.n_keys + 2
-
-    @classmethod
-    def fit(cls, templates: Sequence[np.ndarray], n_templates: int, extra: int = 0) -> KeyVocab:
-        """Keys for the templates that occur; ``extra`` keys (e.g. end of sequence) follow them."""
-        seen = np.zeros(n_templates, dtype=bool)
-        for t in templates:
-            seen[t] = True
-        ids = np.flatnonzero(seen)
-        key = np.full(n_templates, -1, dtype=np.int64)
-        key[ids] = np.arange(1, len(ids) + 1)
-        key[key < 0] = len(ids) + extra + 1
-        return cls(key_of_template=key, n_keys=len(ids) + extra)
-
-    def keys(self, templates: Sequence[np.ndarray]) -> list[np.ndarray]:
-        return [self.key_of_template[t] for t in templates]
-
-
-def key_vocab_of(train: MethodInput, extra: int = 0) -> KeyVocab:
-    """The key vocabulary of a training input (all templates that occur in it, then ``extra`` keys)."""
-    vocab = KeyVocab.fit(train.templates, train.resources.n_templates, extra)
-    log.info("key vocabulary: %d of %d templates occur in %d training sequences",
-             vocab.n_keys, train.resources.n_templates, len(train))
-    return vocab
-
-
-def best_f1_threshold(scores: np.ndarray, labels: np.ndarray, source: str = "validation data") -> float | None:
-    """The threshold t (predict ``score >= t``) with the best F1 on labelled data; None if one class.
-
-    t lies halfway between the lowest score flagged and the highest score below it, so that
-    sequences scored slightly differently from those seen here fall on the same side.
-    """
-    labels = np.asarray(labels)
-    known = labels >= 0
-    scores, labels = np.asarray(scores, dtype=np.float64)[known], labels[known]
-    if labels.sum() == 0 or labels.sum() == len(labels):
-        return None
-    values = np.unique(scores)
-    best_i, best_f1 = 0, -1.0
-    for i, t in enumerate(values):
-        pred = scores >= t
-        tp = float((pred & (labels == 1)).sum())
-        f1 = 2 * tp / max(pred.sum() + (labels == 1).sum(), 1)
-        if f1 > best_f1:
-            best_i, best_f1 = i, f1
-    best = float(values[best_i]) if best_i == 0 else float((values[best_i] + values[best_i - 1]) / 2)
-    log.info("threshold %.4g chosen on %s (F1 %.3f on %d sequences)", best, source, best_f1, len(labels))
-    return best
-
-
-def val_labels(val: MethodInput | None) -> np.ndarray | None:
-    """Validation labels if given and holding both classes, else None."""
-    if val is None or val.labels is None:
-        return None
-    y = np.asarray(val.labels)
-    if (y == 1).sum() == 0 or (y == 0).sum() == 0:
-        return None
-    return y
-
-
-def threshold_on_val(method: Any, val: MethodInput | None) -> float | None:
-    """The F1-best threshold of ``method.score`` on the validation split; None without a labelled
-    validation split holding both classes (the semi-supervised methods then keep their own rule)."""
-    y = val_labels(val)
-    if y is None:
-        return None
-    assert val is not None
-    return best_f1_threshold(method.score(val), y)
-
-
-def dedupe(seqs: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """Distinct sequences, their counts, and the index of each input sequence among them."""
-    index: dict[bytes, int] = {}
-    inverse = np.empty(len(seqs), dtype=np.int64)
-    uniq: list[np.ndarray] = []
-    counts: list[int] = []
-    for i, s in enumerate(seqs):
-        k = np.asarray(s, dtype=np.int64).tobytes()
-        j = index.get(k)
-        if j is None:
-            j = index[k] = len(uniq)
-            uniq.append(np.asarray(s, dtype=np.int64))
-            counts.append(0)
-        counts[j] += 1
-        inverse[i] = j
-    return uniq, np.asarray(counts, dtype=np.float64), inverse
 
 
 def windows_of(keys: Sequence[np.ndarray], h: int) -> tuple[np.ndarray, np.ndarray]:
@@ -205,9 +66,6 @@ def windows_of(keys: Sequence[np.ndarray], h: int) -> tuple[np.ndarray, np.ndarr
     if not rows:
         return np.zeros((0, h + 1), dtype=np.int64), np.zeros(0, dtype=np.int64)
     return np.concatenate(rows), np.concatenate(owner)
-
-
-# --------------------------------------------------------------------------- DeepLog
 
 
 @dataclass
@@ -357,4 +215,4 @@ class DeepLog(Method):
         return out
 
     def predict(self, data: MethodInput) -> np.ndarray:
-        return self.score(data) >= self.g_threshold
+        return predict(self.score(data), self.g_threshold)

@@ -14,9 +14,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from logllm.baselines._common import param
 from logllm.baselines.base import MethodInput, register
-from logllm.baselines.knn import CountClassifier, count_vectors
+from logllm.baselines.common import CountClassifier, count_vectors, param
 
 
 @register

@@ -41,21 +41,19 @@ from torch import nn
 from torch.nn import functional as F
 
 from logllm.baselines.base import Method, MethodInput, register
-from logllm.baselines.deeplog import (
-    dedupe,
+from logllm.baselines.common import (
+    KeyTransformer,
+    Symbols,
+    distinct,
+    key_sequences,
     key_vocab_of,
     make_config,
+    pad_batch,
+    sample_batches,
     threshold_on_val,
     torch_setup,
 )
-from logllm.baselines.logbert import (
-    KeyTransformer,
-    Symbols,
-    key_sequences,
-    pad_batch,
-    quantile_threshold,
-    sample_batches,
-)
+from logllm.metrics import predict, quantile_threshold
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +165,8 @@ class FastLogAD(Method):
         order = rng.permutation(len(keys))
         n_hold = int(round(len(keys) * cfg.holdout)) if len(keys) >= 20 else 0
         held = [keys[i] for i in order[:n_hold]]
-        uniq, counts, _ = dedupe([keys[i] for i in order[n_hold:]])
+        d, _ = distinct([keys[i] for i in order[n_hold:]])
+        uniq, counts = d.seqs, d.counts
         log.info("%s: %d training sequences (%d distinct), %d held out for the threshold", self.name,
                  len(keys) - n_hold, len(uniq), n_hold)
 
@@ -226,16 +225,16 @@ class FastLogAD(Method):
 
     @torch.no_grad()
     def _score_keys(self, seqs: list[np.ndarray]) -> np.ndarray:
-        uniq, _, inverse = dedupe(seqs)
-        out = np.zeros(len(uniq), dtype=np.float64)
-        for s in range(0, len(uniq), 256):
-            z, _ = self.discriminator(pad_batch(uniq[s : s + 256], self.symbols.dist))
+        d, _ = distinct(seqs)
+        out = np.zeros(len(d.seqs), dtype=np.float64)
+        for s in range(0, len(d.seqs), 256):
+            z, _ = self.discriminator(pad_batch(d.seqs[s : s + 256], self.symbols.dist))
             out[s : s + 256] = z.norm(dim=-1).double().numpy()
-        return out[inverse]
+        return out[d.inverse]
 
     def score(self, data: MethodInput) -> np.ndarray:
         """||z_cls||_2 of the discriminator; keys unseen in training are their own input symbol."""
         return self._score_keys(self._keys(data, "scored"))
 
     def predict(self, data: MethodInput) -> np.ndarray:
-        return self.score(data) >= self.threshold
+        return predict(self.score(data), self.threshold)

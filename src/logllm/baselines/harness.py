@@ -16,8 +16,8 @@ What each kind of method sees (the harness enforces it; the rules are those of `
 
 Sequences whose label is unknown are left out of training and of the metrics, and counted.
 
-Metrics are those of the paper (precision, recall, F1 of the anomalous class, Eq. 2-4) plus accuracy
-and ROC-AUC of the method's scores where both classes are present. Outputs in ``out``:
+Metrics are those of the paper (precision, recall, F1 of the anomalous class, Eq. 2-4) plus accuracy,
+and ROC-AUC and PR-AUC of the method's scores where both classes are present (`logllm.metrics`). Outputs in ``out``:
 ``runs.csv`` (one row per method and seed), ``table.csv`` and ``table.md`` (mean and sample
 standard deviation over seeds), and ``bench.json`` (data, seeds, parameters, versions, timings of
 the shared preprocessing).
@@ -43,10 +43,12 @@ import numpy as np
 import polars as pl
 
 from logllm.baselines.base import REGISTRY, Method, MethodInput, Resources, Supervision
+from logllm.baselines.common import distinct
 from logllm.baselines.templates import BenchResources, DrainConfig, build_resources
 from logllm.data.dataset import PreparedData
 from logllm.embeddings import Pooling
 from logllm.errors import ConfigError, DataError
+from logllm.metrics import DEFAULT_THRESHOLD, classification_metrics, predict
 
 log = logging.getLogger(__name__)
 
@@ -145,22 +147,12 @@ def build_inputs(data: PreparedData, resources: Resources, supervision: Supervis
 
 
 def metrics(labels: np.ndarray, pred: np.ndarray, scores: np.ndarray | None = None) -> dict[str, float]:
-    """Precision, recall, F1 of the anomalous class, accuracy, counts, and ROC-AUC where defined."""
-    y = np.asarray(labels).astype(bool)
-    p = np.asarray(pred).astype(bool)
-    tp, fp = int((p & y).sum()), int((p & ~y).sum())
-    fn, tn = int((~p & y).sum()), int((~p & ~y).sum())
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    out = {"precision": precision, "recall": recall, "f1": f1, "accuracy": (tp + tn) / max(len(y), 1),
-           "tp": tp, "fp": fp, "fn": fn, "tn": tn, "roc_auc": float("nan")}
-    if scores is not None and y.any() and (~y).any():
-        s = np.asarray(scores, dtype=np.float64)
-        if np.isfinite(s).all() and s.max() > s.min():
-            from sklearn.metrics import roc_auc_score
-
-            out["roc_auc"] = float(roc_auc_score(y, s))
+    """`logllm.metrics.classification_metrics` of a method's own predictions, for a table: ROC-AUC and
+    PR-AUC are NaN (shown as "-") where undefined instead of None."""
+    out = classification_metrics(labels, scores, pred=pred)
+    for key in ("roc_auc", "pr_auc"):
+        if out[key] is None:
+            out[key] = float("nan")
     return out
 
 
@@ -189,15 +181,11 @@ class RunFolderMethod(Method):
             log.warning("logllm: %s has no threshold.json; deciding at probability 0.5", run)
 
     def score(self, data: MethodInput) -> np.ndarray:
-        from logllm.baselines._common import distinct
-
         d, _ = distinct(data.messages)  # each distinct sequence scored once
         scores = self.model.score(data.resources.message_texts, [s.tolist() for s in d.seqs])
         return np.asarray(scores, dtype=np.float64)[d.inverse]
 
     def predict(self, data: MethodInput) -> np.ndarray:
-        from logllm.evaluate import DEFAULT_THRESHOLD, predict
-
         threshold = DEFAULT_THRESHOLD if self.model.threshold is None else float(self.model.threshold)
         return predict(self.score(data), threshold)  # the rule the run's threshold was chosen for
 

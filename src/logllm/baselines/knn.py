@@ -11,38 +11,12 @@ Score: the share of anomalous neighbours; prediction: the classifier's majority 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
-from logllm.baselines._common import param
-from logllm.baselines.base import Method, MethodInput, register
-
-
-def count_vectors(inp: MethodInput) -> np.ndarray:
-    """(n_sequences, n_templates) template counts; template 0 counts messages unknown to training."""
-    out = np.zeros((len(inp), inp.resources.n_templates), dtype=np.float64)
-    for i, t in enumerate(inp.templates):
-        out[i] = np.bincount(t, minlength=inp.resources.n_templates)
-    return out
-
-
-class CountClassifier(Method):
-    """A scikit-learn classifier on template counts (Yu et al., ICSE'24); subclasses set ``self.model``
-    in ``fit``. Score: the classifier's probability of the anomalous class; prediction: its class."""
-
-    supervision = "supervised"
-    uses_vectors: ClassVar[bool] = False  # template counts/ids only: the harness skips the encoder
-    paper: ClassVar[str] = "Yu et al., ICSE 2024 (Deep Learning or Classical Machine Learning?)"
-    model: Any
-
-    def score(self, data: MethodInput) -> np.ndarray:
-        proba = self.model.predict_proba(count_vectors(data))
-        classes = list(self.model.classes_)
-        return proba[:, classes.index(1)].astype(np.float64) if 1 in classes else np.zeros(len(data))
-
-    def predict(self, data: MethodInput) -> np.ndarray:
-        return self.model.predict(count_vectors(data)).astype(bool)
+from logllm.baselines.base import MethodInput, register
+from logllm.baselines.common import CountClassifier, count_vectors, param
 
 
 @register

@@ -34,7 +34,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from logllm.baselines.base import MethodInput, register
-from logllm.baselines.deeplog import PAD, DeepLog, DeepLogConfig, KeyVocab, key_vocab_of
+from logllm.baselines.common import PAD, KeyVocab, key_vocab_of
+from logllm.baselines.deeplog import DeepLog, DeepLogConfig
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -37,84 +36,21 @@ from torch import nn
 from torch.nn import functional as F
 
 from logllm.baselines.base import Method, MethodInput, register
-from logllm.baselines.deeplog import (
-    KeyVocab,
-    dedupe,
+from logllm.baselines.common import (
+    KeyTransformer,
+    Symbols,
+    distinct,
+    key_sequences,
     key_vocab_of,
     make_config,
+    pad_batch,
+    sample_batches,
     threshold_on_val,
     torch_setup,
 )
+from logllm.metrics import predict, quantile_threshold
 
 log = logging.getLogger(__name__)
-
-
-class KeyTransformer(nn.Module):
-    """Transformer encoder over key ids with learned positions; returns hidden states (B, L, W)."""
-
-    def __init__(self, n_symbols: int, width: int, layers: int, heads: int, ff: int, max_len: int,
-                 dropout: float = 0.1):
-        super().__init__()
-        self.embed = nn.Embedding(n_symbols, width, padding_idx=0)
-        self.pos = nn.Embedding(max_len, width)
-        layer = nn.TransformerEncoderLayer(width, heads, ff, dropout=dropout, batch_first=True)
-        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        positions = torch.arange(x.shape[1], device=x.device)
-        h = self.embed(x) + self.pos(positions)[None]  # (B, L, W)
-        h = self.encoder(h, src_key_padding_mask=x == 0)  # (B, L, W)
-        return self.norm(h)
-
-
-@dataclass(frozen=True)
-class Symbols:
-    """Input symbols of the BERT-style models: PAD 0, keys 1..K, unseen K+1, MASK K+2, DIST K+3."""
-
-    vocab: KeyVocab
-
-    @property
-    def mask(self) -> int:
-        return self.vocab.n_keys + 2
-
-    @property
-    def dist(self) -> int:
-        return self.vocab.n_keys + 3
-
-    @property
-    def size(self) -> int:
-        return self.vocab.n_keys + 4
-
-
-def pad_batch(seqs: Sequence[np.ndarray], first: int) -> torch.Tensor:
-    """[first] + keys, right-padded with 0: (B, 1 + longest)."""
-    width = 1 + max((len(s) for s in seqs), default=0)
-    out = np.zeros((len(seqs), width), dtype=np.int64)
-    out[:, 0] = first
-    for i, s in enumerate(seqs):
-        out[i, 1 : 1 + len(s)] = s
-    return torch.from_numpy(out)
-
-
-def truncate(seqs: list[np.ndarray], max_keys: int, name: str, split: str) -> list[np.ndarray]:
-    cut = sum(len(s) > max_keys for s in seqs)
-    if cut:
-        log.warning("%s: %d of %d %s sequences longer than %d keys were cut to their first %d keys",
-                    name, cut, len(seqs), split, max_keys, max_keys)
-    return [s[:max_keys] for s in seqs]
-
-
-def sample_batches(counts: np.ndarray, batch_size: int, steps: int, rng: np.random.Generator):
-    """Indices of distinct sequences, drawn in proportion to how often each occurs."""
-    p = counts / counts.sum()
-    for _ in range(steps):
-        yield rng.choice(len(counts), size=batch_size, p=p)
-
-
-def quantile_threshold(train_scores: np.ndarray, q: float) -> float:
-    """Smallest threshold above the q-quantile of normal training scores (predict ``score >= t``)."""
-    return float(np.nextafter(np.quantile(train_scores, q), np.inf))
 
 
 @dataclass
@@ -130,10 +66,10 @@ class LogBERTConfig:
     heads: int = 4
     ff: int = 256
     max_len: int = 256
+    """Longest input ([DIST] + keys); longer sequences are cut (logged)."""
     end_key: bool = True
     """Append an end-of-sequence key (not in the paper; as in ``deeplog``, it lets a session that stops
     early be noticed)."""
-    """Longest input ([DIST] + keys); longer sequences are cut (logged)."""
     steps: int = 1000
     batch_size: int = 32
     lr: float = 1e-3
@@ -154,15 +90,6 @@ class LogBERTNet(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.encoder(x)  # (B, L, W)
         return self.mlkp(h), h[:, 0]  # (B, L, K), (B, W)
-
-
-def key_sequences(method: LogBERT | Method, data: MethodInput, split: str) -> list[np.ndarray]:
-    """Key ids per sequence (with the end key when ``config.end_key``), cut to leave room for [DIST];
-    shared by LogBERT and FastLogAD, whose ``config`` and ``vocab`` have the same fields."""
-    keys = method.vocab.keys(data.templates)
-    if method.config.end_key:
-        keys = [np.append(k, method.vocab.n_keys) for k in keys]  # the last known key is the end key
-    return truncate(keys, method.config.max_len - 1, method.name, split)
 
 
 @register
@@ -195,7 +122,8 @@ class LogBERT(Method):
         start = time.perf_counter()
         self.vocab = key_vocab_of(train, extra=int(self.config.end_key))
         self.symbols = Symbols(self.vocab)
-        uniq, counts, _ = dedupe(self._keys(train, "train"))
+        d, _ = distinct(self._keys(train, "train"))
+        uniq, counts = d.seqs, d.counts
         log.info("%s: %d training sequences, %d distinct", self.name, len(train), len(uniq))
         self.model = LogBERTNet(self.symbols, cfg)
         opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
@@ -269,10 +197,10 @@ class LogBERT(Method):
         return out
 
     def score(self, data: MethodInput) -> np.ndarray:
-        uniq, _, inverse = dedupe(self._keys(data, "scored"))
-        return self._score_keys(uniq)[inverse]
+        d, _ = distinct(self._keys(data, "scored"))
+        return self._score_keys(d.seqs)[d.inverse]
 
     def predict(self, data: MethodInput) -> np.ndarray:
-        return self.score(data) >= self.threshold
+        return predict(self.score(data), self.threshold)
 
 

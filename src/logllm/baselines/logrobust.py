@@ -9,8 +9,8 @@ softmax layer classifies the sequence. Supervised, cross-entropy.
 
 Defaults: 2 Bi-LSTM layers of 128 units per direction (sizes used by common re-implementations),
 dropout 0.5 between layers, Adam, batch 64. Message vectors are z-scored per dimension
-(`_common.standardized_vectors`). Training runs on the distinct (sequence, label)
-pairs with the decision threshold chosen on the validation split (see `_common.TorchClassifier`);
+(`common.standardized_vectors`). Training runs on the distinct (sequence, label)
+pairs with the decision threshold chosen on the validation split (see `common.TorchClassifier`);
 to fit the bench's CPU budget it runs 6 epochs at lr 3e-3 (instead of the usual 1e-3 for longer),
 chosen on validation data of a development split of HDFS_2pct (F1 0.97 there), never on test.
 """
@@ -21,8 +21,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from logllm.baselines._common import TorchClassifier, pad, standardized_vectors
 from logllm.baselines.base import Method, MethodInput, register
+from logllm.baselines.common import TorchClassifier, pad, standardized_vectors
 
 
 def _module(width: int, hidden: int, layers: int, dropout: float):

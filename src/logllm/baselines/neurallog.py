@@ -10,7 +10,7 @@ Defaults: one encoder block, 12 heads, feed-forward width 2048, dropout 0.1 (Neu
 for BERT-width vectors, here over 384-wide MiniLM vectors); Adam lr 3e-4, batch 64. Message vectors are z-scored per
 dimension. Training runs 5 epochs over the distinct (sequence, label) pairs (the CPU budget of the
 bench; the paper trains longer on a GPU), with the threshold chosen on the validation split (see
-`_common.TorchClassifier`).
+`common.TorchClassifier`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from logllm.baselines._common import TorchClassifier, pad, standardized_vectors
 from logllm.baselines.base import Method, MethodInput, register
+from logllm.baselines.common import TorchClassifier, pad, standardized_vectors
 
 log = logging.getLogger(__name__)
 

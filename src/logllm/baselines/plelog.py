@@ -47,8 +47,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from logllm.baselines.base import Method, MethodInput, register
-from logllm.baselines.deeplog import best_f1_threshold, dedupe, make_config, torch_setup
-from logllm.baselines.logbert import quantile_threshold
+from logllm.baselines.common import distinct, f1_threshold, make_config, torch_setup
+from logllm.metrics import predict, quantile_threshold
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +233,7 @@ class PLELog(Method):
         # HDFS_2pct, flags nothing although the anomalies score far above the normal sequences.
         estimated = np.concatenate([np.zeros(n_lab), (~is_normal).astype(float)])
         pool_scores = self.score(MethodInput(labelled + unlabelled, train.resources))
-        chosen = best_f1_threshold(pool_scores, estimated, "the estimated labels") if (~is_normal).any() else None
+        chosen = f1_threshold(pool_scores, estimated, "the estimated labels") if (~is_normal).any() else None
         self.threshold = 0.5 if chosen is None else chosen
         log.info("%s: trained in %.1fs on %d labelled normal + %d unlabelled sequences (%d distinct); "
                  "anomalous if probability >= %.4f", self.name, time.perf_counter() - start, n_lab,
@@ -257,12 +257,12 @@ class PLELog(Method):
         if self.model is None:
             dist, _ = self.nn.kneighbors(self._seq_vectors(seqs), n_neighbors=1)
             return dist[:, 0].astype(np.float64)
-        uniq, _, inverse = dedupe(seqs)
-        out = np.zeros(len(uniq), dtype=np.float64)
-        for b in range(0, len(uniq), 256):
-            x, mask = _batch(self.vectors, uniq[b : b + 256])
+        d, _ = distinct(seqs)
+        out = np.zeros(len(d.seqs), dtype=np.float64)
+        for b in range(0, len(d.seqs), 256):
+            x, mask = _batch(self.vectors, d.seqs[b : b + 256])
             out[b : b + 256] = self.model(x, mask).softmax(-1)[:, 1].double().numpy()
-        return out[inverse]
+        return out[d.inverse]
 
     def predict(self, data: MethodInput) -> np.ndarray:
-        return self.score(data) >= self.threshold
+        return predict(self.score(data), self.threshold)

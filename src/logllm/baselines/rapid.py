@@ -34,9 +34,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from logllm.baselines._common import best_f1_threshold, distinct, normal_quantile_threshold, param
 from logllm.baselines.base import Method, MethodInput, register
-from logllm.evaluate import predict
+from logllm.baselines.common import distinct, f1_threshold, param
+from logllm.metrics import predict, quantile_threshold
 
 log = logging.getLogger(__name__)
 
@@ -109,14 +109,13 @@ class RAPID(Method):
         log.info("rapid: database of %d distinct normal sequences (%d in the reference set)",
                  len(self.db_toks), len(train))
         if val is not None and val.labels is not None and len(val):
-            self.threshold = best_f1_threshold(self.score(val), val.labels)
-            log.info("rapid: threshold %.4f chosen on the validation split", self.threshold)
+            self.threshold = f1_threshold(self.score(val), val.labels, "rapid's validation split")
         else:
             # Leave-one-out: each distinct normal sequence scored against the rest of the database.
             own = self._scores(self.db_vecs, self.db_toks, exclude_self=True)
             weights = ref.counts if len(own) == len(ref.seqs) else None
             sample = np.repeat(own, weights.astype(int)) if weights is not None else own
-            self.threshold = normal_quantile_threshold(sample, quantile)
+            self.threshold = quantile_threshold(sample, quantile)
             log.info("rapid: threshold %.4f = %.3f quantile of the reference set's leave-one-out scores",
                      self.threshold, quantile)
 
