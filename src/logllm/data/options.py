@@ -196,17 +196,15 @@ class PrepareOptions:
     # ---- (de)serialisation ---------------------------------------------------------------------
     @property
     def masking(self) -> Masking:
-        """The masking as a :class:`~logllm.data.masking.Masking` (built-in name or file read if needed)."""
-        return resolve_masking(self.mask)
+        """The masking as a :class:`~logllm.data.masking.Masking` (a built-in name or a file read if needed)."""
+        return self.mask if isinstance(self.mask, Masking) else resolve_masking(self.mask)
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {}
-        for key, value in asdict(replace(self, mask="")).items():
-            d[key] = value
-            if key == "mask":  # the name, then the ordered instructions
-                d["mask"] = self.mask.name if isinstance(self.mask, Masking) else self.mask
-                if isinstance(self.mask, Masking):
-                    d["mask_instructions"] = self.mask.to_list()
+        d = asdict(replace(self, mask=""))
+        if isinstance(self.mask, Masking):  # resolved: its name, and its instructions in order
+            d["mask"], d["mask_instructions"] = self.mask.name, self.mask.to_list()
+        else:
+            d["mask"] = self.mask
         d["inputs"] = list(self.inputs)
         d["normal_values"] = list(self.normal_values)
         d["csv_splits"] = list(self.csv_splits)
