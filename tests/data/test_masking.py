@@ -5,10 +5,21 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
-from logllm.data.masking import digits_to_zero, mask_series, mask_text
+from logllm.data import masking
+from logllm.data.masking import (
+    DOTS_PATTERN,
+    NONE,
+    PAPER,
+    POLARS_PATTERN,
+    digits_to_zero,
+    digits_to_zero_array,
+    mask_series,
+    mask_text,
+)
 
 EXAMPLES = [
     ("Receiving block blk_-1608999687919862906 src: /10.250.19.102:54106 dest: /10.250.19.102:50010",
@@ -56,6 +67,28 @@ def test_mask_none_is_identity() -> None:
     text = "job 72510 failed"
     assert mask_text(text, "none") == text
     assert mask_series([text], "none").to_list() == [text]
+
+
+def test_paper_and_none_are_lists_of_named_instructions() -> None:
+    assert [(i.name, i.regex, i.replace) for i in PAPER.instructions] == [
+        ("dots", DOTS_PATTERN, ".. "), ("variables", POLARS_PATTERN, "<*>")]
+    assert NONE.instructions == () and NONE.to_list() == []
+    texts = [t for t, _ in EXAMPLES + CLASS_CASES]
+    assert mask_series(texts, PAPER).to_list() == mask_series(texts, "paper").to_list() == [e for _, e in EXAMPLES + CLASS_CASES]
+    assert [mask_text(t, NONE) for t in texts] == mask_series(texts, NONE).to_list() == texts
+
+
+def test_digit_pass_writes_no_immutable_object() -> None:
+    """The digit pass fills a numpy buffer it owns (no ctypes write into a ``bytes``)."""
+    import ast
+
+    tree = ast.parse(Path(masking.__file__).read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert "ctypes" not in imported
+    raw = bytes(range(256)) * 50 + b"12 345\n"
+    out = digits_to_zero_array(np.frombuffer(raw, dtype=np.uint8), block=1000)
+    assert isinstance(out, bytes) and out == raw.translate(masking.DIGITS_TO_ZERO_BYTES)
 
 
 def test_nulls_stay_null() -> None:

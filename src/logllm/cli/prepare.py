@@ -37,7 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", metavar="CSV", help="labels file: id,label per session (hdfs: anomaly_label.csv)")
     p.add_argument("--format", help="Loghub-style format, e.g. '<Date> <Time> <Level> <Component>: <Content>' "
                                     "(default: the family's)")
-    p.add_argument("--mask", choices=["paper", "none"], default="paper", help="masking of variable parts (default paper)")
+    p.add_argument("--mask", default="paper", metavar="paper|none|FILE.toml",
+                   help="masking of variable parts: paper (default, METHOD.md section 2), none (raw content), or "
+                        "a TOML file of [[mask]] entries (name, regex, replace), applied in order; see docs/data.md")
     p.add_argument("--on-unparsed", choices=["keep", "skip", "fail"], default=None,
                    help="a line that does not match --format: keep as content-only (default), skip (counted), or "
                         "stop. Given explicitly, keep also lifts the --max-unparsed limit")

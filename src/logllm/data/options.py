@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 from logllm.data.formats import FAMILY_FORMATS, LogFormat
-from logllm.data.masking import MaskMode, check_mode
+from logllm.data.masking import Masking, MaskSpec, masking_from_options, resolve_masking
 from logllm.errors import ConfigError
 
 Family = Literal["hdfs", "bgl", "thunderbird", "liberty", "spirit", "custom", "logllm-csv"]
@@ -53,7 +53,9 @@ class PrepareOptions:
     labels: str | None = None
     #: Loghub-style format string; None = the family's format
     format: str | None = None
-    mask: MaskMode = "paper"
+    #: masking: "paper", "none", a TOML file of [[mask]] entries, or a Masking; resolved() makes it the
+    #: Masking (the manifest records its name as ``mask`` and its list as ``mask_instructions``)
+    mask: MaskSpec = "paper"
     #: a line that does not match the format: keep it as content-only, skip it (counted) or stop
     on_unparsed: OnUnparsed = "keep"
     #: `prepare` stops when more than this share of the lines does not match the format (or does not
@@ -109,7 +111,7 @@ class PrepareOptions:
         o = self
         if o.family not in FAMILIES:
             raise ConfigError(f"family {o.family!r} is unknown; choose one of {', '.join(FAMILIES)}")
-        check_mode(o.mask)
+        o = replace(o, mask=resolve_masking(o.mask))
         if o.on_unparsed not in ("keep", "skip", "fail"):
             raise ConfigError(f"--on-unparsed {o.on_unparsed!r}: choose keep, skip or fail")
         if o.missing_labels not in ("fail", "drop", "keep"):
@@ -192,8 +194,17 @@ class PrepareOptions:
         return replace(o, **updates)
 
     # ---- (de)serialisation ---------------------------------------------------------------------
+    @property
+    def masking(self) -> Masking:
+        """The masking as a :class:`~logllm.data.masking.Masking` (a built-in name or a file read if needed)."""
+        return self.mask if isinstance(self.mask, Masking) else resolve_masking(self.mask)
+
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = asdict(replace(self, mask=""))
+        if isinstance(self.mask, Masking):  # resolved: its name, and its instructions in order
+            d["mask"], d["mask_instructions"] = self.mask.name, self.mask.to_list()
+        else:
+            d["mask"] = self.mask
         d["inputs"] = list(self.inputs)
         d["normal_values"] = list(self.normal_values)
         d["csv_splits"] = list(self.csv_splits)
@@ -202,11 +213,13 @@ class PrepareOptions:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PrepareOptions:
         """Rebuild options from ``manifest["options"]`` (unknown keys are rejected by name)."""
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} | {"mask_instructions"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown prepare option(s) {unknown}; was the folder made by a newer logllm?")
         d = dict(data)
+        if d.pop("mask_instructions", None) is not None:
+            d["mask"] = masking_from_options(data)
         for key in ("inputs", "normal_values", "csv_splits"):
             if key in d and d[key] is not None:
                 d[key] = tuple(d[key])

@@ -278,7 +278,7 @@ class _Preparer:
         self.progress = progress
         self.session_rx = options.session_regex if options.sequence_kind == "sessions" else None
         # Whole-chunk shortcuts are valid when nothing downstream needs the digits of a line.
-        self.fast = (options.mask == "paper" and not self.fmt.literal_has_digit
+        self.fast = (options.masking.is_paper and not self.fmt.literal_has_digit
                      and options.family in ("hdfs", *WINDOWED_FAMILIES)
                      and (options.family != "hdfs" or options.session_regex == HDFS_SESSION_REGEX)
                      and not any(ch.isdigit() for v in options.normal_values for ch in v)
