@@ -140,3 +140,10 @@ def test_the_walker_sees_relative_and_function_level_imports(tmp_path: Path) -> 
     assert graph["pkg.sub"] == {"pkg.sub.b"}
     assert graph["pkg.sub.b"] == {"pkg.c"}
     assert find_cycles(graph) == [["pkg.a", "pkg.sub.b", "pkg.c", "pkg.a"]]
+
+
+def test_scoring_helpers_are_model_free() -> None:
+    """The model imports `logllm.scoring`, never the other way round."""
+    graph = import_graph()
+    assert "logllm.scoring" in graph["logllm.model.logllm"]
+    assert not {m for m in graph["logllm.scoring"] if m.startswith("logllm.model")}
