@@ -74,6 +74,40 @@ def decoder_flops(model: LogLLM, lengths: list[int]) -> float:
     return float(2.0 * body * n.sum() + attention + 2.0 * head_weights * len(lengths))
 
 
+class DecoderTimer:
+    """Wall and CPU seconds spent in the decoder's forward, and its FLOPs on the real (unmasked) tokens
+    of each row, while ``with``-active (forward hooks on ``model.decoder``)."""
+
+    def __init__(self, model: LogLLM) -> None:
+        self.model = model
+        self.wall = self.cpu = 0.0
+        self.batches: list[list[int]] = []  # real tokens per row, per decoder call
+        self._started = (0.0, 0.0)
+        self._hooks: list = []
+
+    @property
+    def flops(self) -> float:
+        return sum(decoder_flops(self.model, lengths) for lengths in self.batches)
+
+    def _before(self, _module, _args, kwargs) -> None:
+        self.batches.append(kwargs["attention_mask"].sum(dim=1).tolist())
+        self._started = (time.perf_counter(), time.process_time())
+
+    def _after(self, _module, _args, _output) -> None:
+        self.wall += time.perf_counter() - self._started[0]
+        self.cpu += time.process_time() - self._started[1]
+
+    def __enter__(self) -> DecoderTimer:
+        decoder = self.model.decoder
+        self._hooks = [decoder.register_forward_pre_hook(self._before, with_kwargs=True),
+                       decoder.register_forward_hook(self._after)]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for hook in self._hooks:
+            hook.remove()
+
+
 def load_split(data: Path | None, split: str, seed: int) -> tuple[list[str], list[list[int]], str]:
     if data is not None and (data / "manifest.json").is_file():
         from logllm.data.dataset import PreparedData
@@ -145,28 +179,14 @@ def main() -> None:
     figures["cold_seconds"] = cold
 
     model.freeze_encoder_cache(sorted(distinct_msgs))
-    used = sorted({i for s in distinct_seqs for i in s})
-    local = {g: j for j, g in enumerate(used)}
-    rows = sorted(([local[i] for i in s] for s in distinct_seqs), key=len, reverse=True)
-    extra = len(model.prompt.start) + len(model.prompt.question) + len(model.prompt.answer_head)
-    with torch.no_grad():
-        projected = model._project(texts, used)
-        model.label_logits(projected, rows[:8])  # warm-up
     print(f"\n{'batch':>6} {'score() seq/s':>14} {'decoder wall s':>15} {'decoder CPU s':>14} {'GFLOP':>8}")
     decoder_rates = {}
     for bs in batch_sizes:
-        start = time.perf_counter()
-        model.score(texts, sequences, batch_size=bs)
-        warm = time.perf_counter() - start
-        wall = cpu = flops = 0.0
-        with torch.no_grad():
-            for k in range(0, len(rows), bs):
-                batch = rows[k : k + bs]
-                w0, c0 = time.perf_counter(), time.process_time()
-                model.label_logits(projected, batch)
-                wall += time.perf_counter() - w0
-                cpu += time.process_time() - c0
-                flops += decoder_flops(model, [len(r) + extra for r in batch])
+        with DecoderTimer(model) as timer:
+            start = time.perf_counter()
+            model.score(texts, sequences, batch_size=bs)
+            warm = time.perf_counter() - start
+        wall, cpu, flops = timer.wall, timer.cpu, timer.flops
         decoder_rates[bs] = (flops / wall, flops / cpu)
         figures["batch_sizes"][bs] = {"score_sequences_per_s": len(sequences) / warm, "decoder_wall_s": wall,
                                       "decoder_cpu_s": cpu, "decoder_flops": flops}

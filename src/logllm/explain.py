@@ -38,6 +38,14 @@ class Scorer(Protocol):
         ...
 
 
+class LogitScorer(Scorer, Protocol):
+    """A model that also gives its (N, 2) answer logits (normal, anomalous), as `LogLLM` does."""
+
+    def answer_logits(self, texts: Sequence[str], sequences: Sequence[Sequence[int]],
+                      batch_size: int = 64) -> Any:
+        ...
+
+
 LeaveOut = Literal["text", "position"]
 ScoreFn = Callable[[Sequence[str], Sequence[Sequence[int]], int], np.ndarray]
 
@@ -47,46 +55,26 @@ def probability_fn(model: Scorer) -> ScoreFn:
     return lambda texts, seqs, batch_size: np.asarray(model.score(texts, seqs, batch_size=batch_size), dtype=np.float64)
 
 
-def log_odds_fn(model: Any) -> ScoreFn:
+def log_odds_fn(model: Scorer | LogitScorer) -> ScoreFn:
     """log P(anomalous) - log P(normal) per sequence, in float64.
 
     Probabilities near 0 or 1 lose their differences in float32 (a window full of alert lines
-    scores 1.0 with or without any one of them), so explanations rank by log-odds, read from the
-    model's label logits through its public API (``message_vectors``, ``projector``,
-    ``label_logits``; the same computation as `logllm.scoring`). A model without them (a stand-in
-    in tests) falls back to the logit of its probability.
+    scores 1.0 with or without any one of them), so explanations rank by log-odds: the difference
+    of the model's ``answer_logits`` (the computation behind its ``score``). A model without them (a
+    stand-in in tests) falls back to the logit of its probability.
     """
-    if not all(hasattr(model, a) for a in ("label_logits", "message_vectors", "projector")):
-        def from_probability(texts, seqs, batch_size):
+    answer_logits = getattr(model, "answer_logits", None)
+    if answer_logits is None:
+        def from_probability(texts: Sequence[str], seqs: Sequence[Sequence[int]], batch_size: int) -> np.ndarray:
             p = np.clip(np.asarray(model.score(texts, seqs, batch_size=batch_size), dtype=np.float64), 1e-300, 1.0)
             q = np.clip(1.0 - p, 1e-300, 1.0)
             return np.log(p) - np.log(q)
 
         return from_probability
 
-    def from_logits(texts, seqs, batch_size):
-        import torch
-
-        limit = getattr(getattr(model, "config", None), "max_messages", None)
-        seqs = [list(s[:limit]) if limit else list(s) for s in seqs]
-        used = sorted({int(i) for s in seqs for i in s})
-        local = {g: j for j, g in enumerate(used)}
-        out = np.zeros(len(seqs), dtype=np.float64)
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                vectors = model.message_vectors([texts[i] for i in used])  # (m, E), cached per text
-                projected = model.projector(vectors.to(model.projector.weight.dtype))  # (m, H)
-                order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
-                for start in range(0, len(order), batch_size):
-                    batch = order[start : start + batch_size]
-                    logits = model.label_logits(projected, [[local[int(i)] for i in seqs[j]] for j in batch])
-                    logits = logits.double().cpu().numpy()  # (b, 2): normal, anomalous
-                    out[batch] = logits[:, 1] - logits[:, 0]
-        finally:
-            model.train(was_training)
-        return out
+    def from_logits(texts: Sequence[str], seqs: Sequence[Sequence[int]], batch_size: int) -> np.ndarray:
+        logits = answer_logits(texts, seqs, batch_size=batch_size).double().cpu().numpy()  # (N, 2)
+        return logits[:, 1] - logits[:, 0]
 
     return from_logits
 

@@ -160,28 +160,16 @@ def test_leave_one_out_matches_brute_force_and_dedups(fake_model):
 
 def test_ranking_survives_saturated_probabilities():
     """P(anomalous) is 1.0 in float32 with or without any one alert line; the log-odds read from the
-    model's label logits still rank the alert lines first."""
+    model's answer logits still rank the alert lines first."""
     import torch
 
-    class Saturated(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.projector = torch.nn.Linear(1, 1)
-            with torch.no_grad():
-                self.projector.weight.fill_(1.0)
-                self.projector.bias.zero_()
-
-        def message_vectors(self, texts):
-            return torch.tensor([[30.0 if "failure" in t else 1.0] for t in texts])
-
-        def label_logits(self, projected, rows):
-            d = torch.stack([projected[r].sum() if r else torch.tensor(0.0) for r in rows])
+    class Saturated:
+        def answer_logits(self, texts, seqs, batch_size=64):
+            d = torch.tensor([sum((30.0 if "failure" in texts[i] else 1.0 for i in s), 0.0) for s in seqs])
             return torch.stack([torch.zeros_like(d), d], dim=1)
 
         def score(self, texts, seqs, batch_size=64):
-            with torch.no_grad():
-                proj = self.projector(self.message_vectors(texts))
-                return torch.softmax(self.label_logits(proj, [list(s) for s in seqs]), -1)[:, 1].numpy()
+            return torch.softmax(self.answer_logits(texts, seqs), -1)[:, 1].numpy()
 
     model = Saturated()
     seq = ["ok"] * 5 + ["disk failure"] + ["ok"] * 5 + ["disk failure"]

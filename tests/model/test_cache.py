@@ -71,23 +71,57 @@ def test_scoring_without_cache_encodes_distinct_messages_once(model: LogLLM) -> 
     assert model.stats["encoder_texts"] == 3
 
 
-def test_identical_sequences_are_scored_once(model: LogLLM, monkeypatch) -> None:
+def test_identical_sequences_are_scored_once(model: LogLLM) -> None:
     rows: list[int] = []
-    original = model.label_logits
-
-    def counting(projected, batch):
-        rows.append(len(batch))
-        return original(projected, batch)
-
-    monkeypatch.setattr(model, "label_logits", counting)
+    hook = model.decoder.register_forward_pre_hook(
+        lambda _m, _a, kw: rows.append(kw["inputs_embeds"].shape[0]), with_kwargs=True)
     table = [*MESSAGES, MESSAGES[0]]  # the same text under a second id is the same message
     seqs = [[0, 1, 2], [3], [0, 1, 2], [6, 1, 2], [3], [4, 4]]
-    scores = model.score(table, seqs, batch_size=2)
-    assert sum(rows) == 3
+    try:
+        scores = model.score(table, seqs, batch_size=2)
+    finally:
+        hook.remove()
+    assert rows == [2, 1]  # 3 distinct sequences in batches of 2
     assert scores[0] == scores[2] == scores[3] and scores[1] == scores[4]
-    monkeypatch.undo()
     alone = np.array([model.score(table, [s])[0] for s in seqs])
     np.testing.assert_allclose(scores, alone, atol=1e-5)
+
+
+def test_answer_logits_are_what_score_and_explanations_read(model: LogLLM) -> None:
+    """One computation behind `score` and the explanations' log-odds: the (N, 2) answer logits,
+    in input order, repeats included, from eval mode (the caller's mode restored)."""
+    from logllm.explain import log_odds_fn
+
+    seqs = [[0, 1, 2], [3], [0, 1, 2], [4, 4, 1, 0], [5]]
+    model.train()
+    logits = model.answer_logits(MESSAGES, seqs, batch_size=2)
+    assert model.training and not logits.requires_grad
+    assert logits.shape == (5, 2) and logits.dtype == torch.float32
+    assert torch.equal(logits[0], logits[2])
+    np.testing.assert_array_equal(model.score(MESSAGES, seqs, batch_size=2),
+                                  torch.softmax(logits, -1)[:, 1].double().numpy())
+    pair = logits.double().numpy()
+    np.testing.assert_array_equal(log_odds_fn(model)(MESSAGES, seqs, 2), pair[:, 1] - pair[:, 0])
+    np.testing.assert_allclose(model.answer_logits(MESSAGES, seqs, batch_size=64).numpy(), logits.numpy(),
+                               atol=1e-5)
+    assert model.answer_logits(MESSAGES, []).shape == (0, 2)
+    with pytest.raises(ValueError, match="batch_size"):
+        model.answer_logits(MESSAGES, seqs, batch_size=0)
+
+
+def test_scoring_helpers_deduplicate_and_plan_batches() -> None:
+    from logllm.scoring import deduplicate, length_batches, local_rows
+
+    keys = [(1, 2), (3,), (1, 2), (4, 4, 4), (3,)]
+    distinct, inverse = deduplicate(keys)
+    assert distinct == [(1, 2), (3,), (4, 4, 4)]
+    assert [distinct[i] for i in inverse] == keys and inverse.dtype == np.int64
+    assert local_rows([(7, 2), (2, 9, 7)]) == ([2, 7, 9], [[1, 0], [0, 2, 1]])
+    # Longest first, ties in input order, at most batch_size per batch.
+    assert length_batches([1, 3, 2, 3, 1], 2) == [[1, 3], [2, 0], [4]]
+    assert length_batches([], 4) == []
+    with pytest.raises(ValueError, match="batch_size"):
+        length_batches([1], 0)
 
 
 def test_long_sequences_keep_their_first_messages(tiny_config, caplog) -> None:

@@ -20,12 +20,9 @@ import json
 import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from logllm.errors import DataError
-
-if TYPE_CHECKING:
-    from logllm.data.dataset import PreparedData
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +112,21 @@ def identity_differences(run: Mapping[str, Any], data: Mapping[str, Any]) -> lis
     return out
 
 
+class PreparedFolder(Protocol):
+    """What :func:`check_run_data` reads of a prepared folder (a ``logllm.data.dataset.PreparedData``;
+    named by its shape so that this module, which the dataset imports, does not import it back)."""
+
+    root: Path
+    manifest: dict[str, Any]
+
+    def verify(self) -> None: ...
+
+
 def _sizes(splits: Mapping[str, Mapping[str, Any]]) -> str:
     return ", ".join(f"{k} {v.get('sequences')} ({v.get('anomalous')} anomalous)" for k, v in splits.items())
 
 
-def check_run_data(run_dir: str | Path, data: PreparedData, *, allow_other_data: bool = False,
+def check_run_data(run_dir: str | Path, data: PreparedFolder, *, allow_other_data: bool = False,
                    command: str = "evaluate") -> dict[str, Any] | None:
     """Verify a prepared folder's files (sha256) and that it holds the data the run was trained on.
 

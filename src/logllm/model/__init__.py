@@ -7,12 +7,13 @@ Public interface (the training code and the CLI are written against it)::
     model.parts()                                        # {"encoder", "projector", "decoder"} -> params
     model.loss(texts, sequences, labels)                 # mean CE over answer tokens
     model.score(texts, sequences) / model.score(list_of_text_sequences)   # P(anomalous), input order
+    model.answer_logits(texts, sequences)                # (N, 2) logits (normal, anomalous) behind score
     model.freeze_encoder_cache(texts); model.clear_cache()
     model.save_pretrained(dir)
 
 Extensions beyond the agreed interface (nothing was changed): ModelConfig.device ("auto"),
 ModelConfig.decoder_intermediate, ModelConfig.replace(); preset(name); LogLLM.device,
-LogLLM.encoder_trains, LogLLM.message_vectors, LogLLM.label_logits, LogLLM.stats, LogLLM.threshold
+LogLLM.encoder_trains, LogLLM.message_vectors, LogLLM.stats, LogLLM.threshold
 (from RUN/threshold.json when loading a run folder); score() also accepts sequences of texts.
 Under LoRA, base tensors that the base checkpoint lacks (e.g. MiniLM's LM-head transform when it is
 the decoder) are trainable members of that part and are saved beside the adapter.

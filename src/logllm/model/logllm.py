@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +32,7 @@ from logllm.model.build import (
 )
 from logllm.model.config import ModelConfig
 from logllm.model.prompt import ANSWERS, PREFIX, QUESTION, PromptTokens
+from logllm.scoring import check_sequences, deduplicate, length_batches, local_rows
 from logllm.versions import library_versions
 
 log = logging.getLogger(__name__)
@@ -275,8 +277,17 @@ class LogLLM(torch.nn.Module):
         return out.logits[:, -keep:]
 
     def _project(self, texts: Sequence[str], used: Sequence[int]) -> torch.Tensor:
+        """Projected vectors (m, H) of the messages ``used`` (ids into ``texts``), in that order."""
         vectors = self.message_vectors([texts[i] for i in used])
         return self.projector(vectors.to(self.projector.weight.dtype))
+
+    def _label_logits(self, projected: torch.Tensor, rows: Sequence[Sequence[int]]) -> torch.Tensor:
+        """(B, 2) logits of the (normal, anomalous) tokens at the label position, one decoder pass;
+        ``rows[b]``: indices into ``projected``."""
+        heads = [self.prompt.answer_head] * len(rows)
+        embeds, mask, positions = self._decoder_inputs(rows, projected, heads)
+        logits = self._last_logits(embeds, mask, positions, 1)[:, 0]  # (B, V)
+        return logits[:, list(self.prompt.label_tokens)].float()
 
     # ------------------------------------------------------------------ training and scoring
     def loss(self, texts: Sequence[str], sequences: Sequence[Sequence[int]], labels: Sequence[int],
@@ -321,22 +332,49 @@ class LogLLM(torch.nn.Module):
         n_tokens = sum(counts[k] * len(a) for k, a in zip(rows, answers, strict=True))
         return (token_loss.sum(dim=1) * weight).sum() / n_tokens
 
-    def label_logits(self, projected: torch.Tensor, rows: Sequence[Sequence[int]]) -> torch.Tensor:
-        """(B, 2) logits of the (normal, anomalous) tokens at the label position, one decoder pass."""
-        heads = [self.prompt.answer_head] * len(rows)
-        embeds, mask, positions = self._decoder_inputs(rows, projected, heads)
-        logits = self._last_logits(embeds, mask, positions, 1)[:, 0]  # (B, V)
-        return logits[:, list(self.prompt.label_tokens)].float()
+    def answer_logits(self, texts: Sequence[str], sequences: Sequence[Sequence[int]],
+                      batch_size: int = 64) -> torch.Tensor:
+        """(N, 2) float32 logits of the (normal, anomalous) answer tokens at the label position, one
+        row per sequence in input order, on the model's device; no grad, in eval mode (restored after).
+
+        texts: the table of masked messages; sequences: message ids into it. Each distinct message is
+        encoded once (or read from the frozen-encoder cache) and projected once; identical sequences
+        (after the ``max_messages`` cut) go through the decoder once, in length-sorted batches of
+        ``batch_size``, which changes speed, not results (see `logllm.scoring`).
+        """
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if isinstance(texts, (str, bytes)):
+            raise TypeError(f"texts must be a list of message texts, got one string {texts[:40]!r}")
+        check_sequences(sequences)
+        if not sequences:
+            return torch.zeros(0, 2, device=self.device)
+        started = time.perf_counter()
+        distinct, inverse = deduplicate(self._canonical(texts, sequences))
+        used, rows = local_rows(distinct)
+        encoded_before = self.stats["encoder_texts"]
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                projected = self._project(texts, used)  # (m, H): each distinct message projected once
+                logits = torch.zeros(len(rows), 2, device=self.device)
+                for batch in length_batches([len(r) for r in rows], batch_size):
+                    logits[batch] = self._label_logits(projected, [rows[i] for i in batch])  # (b, 2)
+        finally:
+            self.train(was_training)
+        log.info("scored %d sequences (%d distinct) over %d distinct messages (%d encoded now) in %.2fs",
+                 len(sequences), len(distinct), len(used), self.stats["encoder_texts"] - encoded_before,
+                 time.perf_counter() - started)
+        return logits[torch.from_numpy(inverse).to(self.device)]
 
     def score(self, texts: Sequence[str] | Sequence[Sequence[str]], sequences: Sequence[Sequence[int]] | None = None,
               batch_size: int = 64) -> np.ndarray:
-        """P(anomalous) per sequence, in input order (no grad; see `logllm.scoring.score_sequences`).
+        """P(anomalous) per sequence (float64, input order): the softmax of `answer_logits`.
 
         Either ``score(texts, sequences)`` with message ids into the text table, or ``score(seqs)``
         where each sequence is a list of masked message texts.
         """
-        from logllm.scoring import check_sequences, score_sequences
-
         if isinstance(texts, (str, bytes)):
             raise TypeError(f"score() takes sequences of messages, not one string ({texts[:40]!r}...): "
                             "pass [[message, ...], ...] or (texts, sequences of ids)")
@@ -345,7 +383,8 @@ class LogLLM(torch.nn.Module):
             table: dict[str, int] = {}
             sequences = [[table.setdefault(t, len(table)) for t in seq] for seq in texts]
             texts = list(table)
-        return score_sequences(self, texts, sequences, batch_size=batch_size)  # type: ignore[arg-type]
+        logits = self.answer_logits(texts, sequences, batch_size=batch_size)  # type: ignore[arg-type]
+        return torch.softmax(logits, dim=-1)[:, 1].double().cpu().numpy()
 
     def forward(self, texts: Sequence[str], sequences: Sequence[Sequence[int]], labels: Sequence[int]) -> torch.Tensor:
         return self.loss(texts, sequences, labels)
