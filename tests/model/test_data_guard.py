@@ -110,7 +110,7 @@ def tiny_config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     stages = "".join(f'\n[[stages]]\nname = "{n}"\nmax_samples = 16\nepochs = 1\n' for n in ("1", "2a", "2b", "3"))
     path = root / "tiny.toml"
     path.write_text(f'preset = "small"\nmicro_batch = 4\ngrad_accum = 2\n\n[model]\n'
-                    f'encoder = "{root / "encoder"}"\ndecoder = "tiny-llama"\ndecoder_layers = 1\n'
+                    f'encoder = "{root / "encoder"}"\ndecoder = "tiny-llama"\ndecoder_lora = "none"\ndecoder_layers = 1\n'
                     f'decoder_width = 16\ndecoder_heads = 2\ndevice = "cpu"\n{stages}')
     return path
 

@@ -81,6 +81,7 @@ def test_resume_in_stage_3_is_exact_with_a_lora_decoder(tiny_prepared: Path, tin
 
 
 def test_distinct_samples_is_off_unless_asked():
+    # Off in `small` too: on HDFS_2pct seed 0 it gave lower validation F1 (docs/model.md).
     from logllm.config import TrainConfig, preset
 
-    assert TrainConfig().distinct_samples is False and preset("small").distinct_samples is True
+    assert TrainConfig().distinct_samples is False and preset("small").distinct_samples is False

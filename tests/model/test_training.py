@@ -49,7 +49,7 @@ def tiny_config(encoder: Path, **changes) -> TrainConfig:
     """The small preset shrunk to a 1-layer width-16 encoder and decoder, 24 samples per stage epoch."""
     data = {
         "model": {"encoder": str(encoder), "decoder": "tiny-llama", "decoder_layers": 1, "decoder_width": 16,
-                  "decoder_heads": 2, "device": "cpu"},
+                  "decoder_heads": 2, "device": "cpu", "decoder_lora": None},
         "micro_batch": 4, "grad_accum": 2, "checkpoint_every": 2, "keep_step_checkpoints": None,
         "stages": [{"name": n, "max_samples": 24, "epochs": 2} for n in ("1", "2a", "2b", "3")],
     }
@@ -326,8 +326,17 @@ def test_threshold_from_val_or_default(tiny_prepared: Path, tiny_encoder: Path, 
     scores = trainer.model.score(trainer.texts, [m.tolist() for m in val.message_ids])
     assert info["threshold"] == pytest.approx(choose_threshold(val.labels, scores)[0])
 
-    (tiny_prepared / "val.parquet").unlink()
-    train_run(config, tiny_prepared, tmp_path / "no_val", progress=False)
+    # The same folder prepared without a val split (the reader refuses a val.parquet deleted by hand).
+    import polars as pl
+
+    from logllm.data.dataset import write_prepared
+
+    manifest = json.loads((tiny_prepared / "manifest.json").read_text())
+    splits = {name: pl.read_parquet(tiny_prepared / f"{name}.parquet") for name in ("train", "test")}
+    messages = pl.read_parquet(tiny_prepared / "messages.parquet")
+    no_val = write_prepared(tmp_path / "prepared_no_val", messages, splits,
+                            {k: v for k, v in manifest.items() if k not in ("files", "splits")})
+    train_run(config, no_val, tmp_path / "no_val", progress=False)
     info = json.loads((tmp_path / "no_val" / "threshold.json").read_text())
     assert info["threshold"] == 0.5 and info["source"] == "default" and "no val split" in info["reason"]
 

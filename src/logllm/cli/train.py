@@ -47,6 +47,8 @@ def _overrides(args: argparse.Namespace) -> dict:
     if args.seed is not None:
         out["seed"] = args.seed
     model = {k: v for k, v in (("encoder", args.encoder), ("decoder", args.decoder)) if v is not None}
+    if args.decoder == "tiny-llama":
+        model["decoder_lora"] = None  # trained from scratch: in full, whatever LoRA the preset gives its LLM
     if model:
         out["model"] = model
     if args.skip_stage:
