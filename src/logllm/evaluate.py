@@ -141,7 +141,7 @@ def evaluate(
         model_dir = run_dir / "model"
         if not model_dir.is_dir():
             raise ConfigError(f"{model_dir}: missing; the run did not finish (resume it with `logllm train --resume`)")
-        model = LogLLM.from_pretrained(model_dir)
+        model = LogLLM.from_pretrained(model_dir, merge_adapters=True)
     if batch_size is None:
         batch_size = int(config.get("score_batch_size", 64))
 

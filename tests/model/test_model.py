@@ -256,3 +256,19 @@ def test_decoder_dropout_out_of_range_is_a_config_error(tiny_config) -> None:
 
     with pytest.raises(ConfigError, match="decoder_dropout"):
         tiny_config.replace(decoder_dropout=1.5)
+
+
+def test_merged_adapters_score_as_the_adapters_do(tiny_models, tmp_path) -> None:
+    """A LoRA model loaded for scoring with its adapters folded in gives the scores of the adapters."""
+    model = LogLLM.build(_configs(tiny_models)["llama-lora"], seed=0)
+    with torch.no_grad():  # move the adapters off their zero start so that merging matters
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    model.save_pretrained(tmp_path / "m")
+    loaded = LogLLM.from_pretrained(tmp_path / "m")
+    merged = LogLLM.from_pretrained(tmp_path / "m", merge_adapters=True)
+    assert loaded._decoder_adapter and not merged._decoder_adapter and not merged._encoder_adapter
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+    a, b = loaded.score(MESSAGES, SEQS), merged.score(MESSAGES, SEQS)
+    assert np.abs(a - b).max() < 1e-5 and np.ptp(a) > 1e-4

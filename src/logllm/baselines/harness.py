@@ -175,7 +175,7 @@ class RunFolderMethod(Method):
         run = self.params.get("run")
         if not run:
             raise ConfigError("logllm: give the trained run folder with --logllm-run DIR")
-        self.model = LogLLM.from_pretrained(run)
+        self.model = LogLLM.from_pretrained(run, merge_adapters=True)
         self.trained_seconds = _run_train_seconds(Path(str(run)))
         if self.model.threshold is None:
             log.warning("logllm: %s has no threshold.json; deciding at probability 0.5", run)

@@ -5,6 +5,9 @@ once per call (with gradients while the encoder trains) or once overall through 
 cache. Rows are padded on the left with explicit position ids, so a sequence's positions, attention
 and result do not depend on what else is in the batch, and every row ends where its answer does:
 the decoder computes logits for the last few positions only (the answer, or the label position).
+
+Over 500 lines because the module keeps its own ``save_pretrained`` / ``from_pretrained`` beside it, as
+peft and sentence-transformers do: what is saved and how it is rebuilt are read in one place.
 """
 
 from __future__ import annotations
@@ -66,23 +69,41 @@ class LogLLM(torch.nn.Module):
         self.prompt = PromptTokens.from_tokenizer(decoder_tokenizer)
         self._prompt_tokens = self.prompt.token_ids
         self._prompt_row = {tok: i for i, tok in enumerate(self._prompt_tokens)}
-        self._encoder_adapter = _is_peft(encoder)
-        self._decoder_adapter = _is_peft(decoder)
-        # What each training stage may unfreeze: LoRA weights where LoRA is used, else the whole part.
-        # Under LoRA, tensors the base checkpoint lacked (e.g. MiniLM's LM-head transform) train in full.
+        self._set_parts()
+        self._cache: dict[str, torch.Tensor] | None = None
+        self._tokens: dict[str, list[int]] = {}
+        self.threshold: float | None = None
+        self.stats = {"encoder_texts": 0, "encoder_batches": 0, "truncated_messages": 0, "truncated_sequences": 0}
+
+    def _set_parts(self) -> None:
+        """What each training stage may unfreeze: LoRA weights where LoRA is used, else the whole part.
+        Under LoRA, tensors the base checkpoint lacked (e.g. MiniLM's LM-head transform) train in full."""
+        self._encoder_adapter = _is_peft(self.encoder)
+        self._decoder_adapter = _is_peft(self.decoder)
         self._parts = {
-            "encoder": _adapter_params(encoder) if self._encoder_adapter else _unique(encoder.parameters()),
-            "projector": list(projector.parameters()),
-            "decoder": _adapter_params(decoder) if self._decoder_adapter else _unique(decoder.parameters()),
+            "encoder": _adapter_params(self.encoder) if self._encoder_adapter else _unique(self.encoder.parameters()),
+            "projector": list(self.projector.parameters()),
+            "decoder": _adapter_params(self.decoder) if self._decoder_adapter else _unique(self.decoder.parameters()),
         }
         part_ids = {id(p) for ps in self._parts.values() for p in ps}
         for p in self.parameters():
             p.requires_grad_(id(p) in part_ids)
-        self._cache: dict[str, torch.Tensor] | None = None
-        self._tokens: dict[str, list[int]] = {}
-        self._keep_logits = _accepts(decoder, "logits_to_keep")
-        self.threshold: float | None = None
-        self.stats = {"encoder_texts": 0, "encoder_batches": 0, "truncated_messages": 0, "truncated_sequences": 0}
+        self._keep_logits = _accepts(self.decoder, "logits_to_keep")
+
+    def merge_adapters(self) -> LogLLM:
+        """Fold LoRA adapters into their base weights, for scoring: the same function without the
+        adapters' extra matmuls (equal scores up to float rounding). For a model that only scores
+        (evaluate, detect, bench): it cannot train its adapters afterwards. 4-bit bases are left as they
+        are (merging would round the adapters into 4-bit weights)."""
+        if self.config.quantize_4bit or not (self._encoder_adapter or self._decoder_adapter):
+            return self
+        if self._encoder_adapter:
+            self.encoder = self.encoder.merge_and_unload()
+        if self._decoder_adapter:
+            self.decoder = self.decoder.merge_and_unload()
+        self._set_parts()
+        self.clear_cache()  # the encoder's weights changed (by rounding)
+        return self.eval()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -434,9 +455,11 @@ class LogLLM(torch.nn.Module):
         return path
 
     @classmethod
-    def from_pretrained(cls, path: str | Path) -> LogLLM:
+    def from_pretrained(cls, path: str | Path, merge_adapters: bool = False) -> LogLLM:
         """Load a folder written by `save_pretrained`, or a run folder (its ``model/``), with no network
         beyond the base weights of LoRA-adapted parts. Returned in eval mode.
+
+        ``merge_adapters``: fold LoRA adapters into their bases for scoring (`merge_adapters`).
         """
         from peft import PeftModel
         from safetensors.torch import load_file
@@ -477,7 +500,7 @@ class LogLLM(torch.nn.Module):
         threshold_file = (run_dir or path.parent) / "threshold.json"
         if threshold_file.is_file():
             model.threshold = float(json.loads(threshold_file.read_text())["threshold"])
-        return model.eval()
+        return model.merge_adapters() if merge_adapters else model.eval()
 
 
 def _with_new_tensors(base: Any, folder: Path) -> Any:
