@@ -447,7 +447,12 @@ class LogLLM(torch.nn.Module):
             folder = path / name
             folder.mkdir(exist_ok=True)
             tokenizer.save_pretrained(str(folder))
-            module.save_pretrained(str(folder / "adapter" if adapter else folder))
+            if adapter:
+                # The vocabulary is never resized, so peft need not look the base up (on the hub, by its
+                # alias) to decide whether to save the embedding layers.
+                module.save_pretrained(str(folder / "adapter"), save_embedding_layers=False)
+            else:
+                module.save_pretrained(str(folder))
             new = _new_base_params(module) if adapter else {}
             if new:
                 save_file({k: v.detach().cpu().clone().contiguous() for k, v in new.items()},
