@@ -272,3 +272,17 @@ def test_merged_adapters_score_as_the_adapters_do(tiny_models, tmp_path) -> None
     assert not any("lora" in name for name, _ in merged.named_parameters())
     a, b = loaded.score(MESSAGES, SEQS), merged.score(MESSAGES, SEQS)
     assert np.abs(a - b).max() < 1e-5 and np.ptp(a) > 1e-4
+
+
+def test_saving_an_adapter_named_by_an_alias_does_not_look_up_the_hub(tiny_models, tmp_path, monkeypatch) -> None:
+    import peft.utils.save_and_load as peft_save
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("save_pretrained asked the hub about the base model")
+
+    monkeypatch.setattr(peft_save, "check_file_exists_on_hf_hub", no_hub)
+    model = LogLLM.build(_configs(tiny_models)["llama-lora"], seed=0)
+    for adapter in model.decoder.peft_config.values():
+        adapter.base_model_name_or_path = "smollm2-135m"  # an alias, as the `small` preset records
+    model.save_pretrained(tmp_path / "m")
+    assert (tmp_path / "m" / "decoder" / "adapter" / "adapter_model.safetensors").is_file()
