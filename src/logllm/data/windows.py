@@ -1,5 +1,9 @@
 """Fixed and time windows over a line table, and sessions grouped by id.
 
+The windowing rules live here once, for both `prepare` (whole tables) and `logllm.detect` (lines
+one at a time): `window_span` / `windows_holding` / `window_count` for fixed windows,
+`time_bucket` / `time_bucket_expr` for time windows.
+
 The line table (one row per kept line, in log order) has columns ``message_id`` UInt32,
 ``label`` Int8 (nullable), ``file_index`` UInt16, ``line_number`` UInt64 and, for time windows,
 ``timestamp`` Float64. A window is anomalous if any of its lines is; normal if none is and at least
@@ -7,6 +11,8 @@ one line is labeled; unlabeled otherwise.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import polars as pl
@@ -20,18 +26,49 @@ SEQ_AGG = [
 SEQUENCE_COLUMNS = ["sequence_id", "label", "message_ids", "file_index", "line_numbers"]
 
 
+def window_span(k: int, window: int, step: int) -> tuple[int, int]:
+    """Positions ``[start, end)`` of fixed window ``k`` (0-based) over a run of lines counted from 0,
+    before it is cut at the end of the run (see `window_count`)."""
+    start = k * step
+    return start, start + window
+
+
+def windows_holding(i: int, window: int, step: int) -> range:
+    """The windows ``k`` whose span holds position ``i``, oldest first (none when ``i`` lies between two
+    windows, ``step > window``). A window's first position is its start, so it opens there."""
+    first = max(0, -(-(i - window + 1) // step))  # smallest k with k*step + window > i
+    return range(first, i // step + 1)
+
+
+def window_count(n: int, window: int, step: int) -> int:
+    """How many windows ``n`` lines make: one starts every ``step`` lines while the start is inside the
+    run, and the first window that reaches the end (possibly shorter than ``window``) is the last, so
+    that with overlapping windows (step < window) no window is a subset of the one before it."""
+    if n <= 0:
+        return 0
+    starts_inside = -(-n // step)
+    first_reaching_end = max(0, -(-(n - window) // step))  # smallest k with k*step + window >= n
+    return min(starts_inside, first_reaching_end + 1)
+
+
 def window_starts(lo: int, hi: int, window: int, step: int) -> list[tuple[int, int]]:
     """Windows ``[start, end)`` inside ``[lo, hi)``: every ``step`` lines, the last one possibly shorter;
     none crosses ``hi``. With overlapping windows (step < window), stops at the first that reaches hi."""
     out = []
-    start = lo
-    while start < hi:
-        end = min(start + window, hi)
-        out.append((start, end))
-        if end >= hi:
-            break
-        start += step
+    for k in range(window_count(hi - lo, window, step)):
+        start, end = window_span(k, window, step)
+        out.append((lo + start, lo + min(end, hi - lo)))
     return out
+
+
+def time_bucket(timestamp: float, seconds: float) -> int:
+    """The time window of a timestamp: ``floor(timestamp / seconds)`` (`time_bucket_expr` on a column)."""
+    return math.floor(timestamp / seconds)
+
+
+def time_bucket_expr(column: str, seconds: float) -> pl.Expr:
+    """`time_bucket` of every value of ``column``, as an Int64 polars expression."""
+    return (pl.col(column) / seconds).floor().cast(pl.Int64)
 
 
 def cut_at(bounds: list[tuple[int, int]], cuts: np.ndarray | list[int]) -> list[tuple[int, int]]:
@@ -65,7 +102,7 @@ def fixed_windows(lines: pl.DataFrame, bounds: list[tuple[int, int]], window: in
         # Windows tile each part: the window of a line is its offset // window (no index arrays).
         parts, base = [], 0
         for lo, hi in bounds:
-            n_w = len(window_starts(lo, hi, window, step))
+            n_w = window_count(hi - lo, window, step)
             if hi > lo:
                 parts.append(lines.slice(lo, hi - lo).with_columns(
                     (pl.int_range(hi - lo, dtype=pl.Int64) // window + base).alias("_w")))
@@ -94,7 +131,7 @@ def time_windows(lines: pl.DataFrame, bounds: list[tuple[int, int]], seconds: fl
         part = lines[lo:hi]
         if not len(part):
             continue
-        part = part.with_columns((pl.col("timestamp") / seconds).floor().cast(pl.Int64).alias("_w"))
+        part = part.with_columns(time_bucket_expr("timestamp", seconds).alias("_w"))
         agg = part.group_by("_w", maintain_order=True).agg(SEQ_AGG)
         ids = [f"t{index + i:06d}" for i in range(len(agg))]
         index += len(agg)
