@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from logllm.training.trainer import BEST_FILE, Trainer, train_run
+from logllm.training.checkpoint import BEST_FILE
+from logllm.training.trainer import Trainer, train_run
 
 from . import test_training
 from .test_training import tiny_config, weights
