@@ -18,6 +18,7 @@ from logllm.config import (
     resolve_config,
     to_toml,
 )
+from logllm.data.manifest import FILES
 from logllm.errors import ConfigError
 from logllm.training.checkpoint import latest_checkpoint
 from logllm.training.oversample import minority_target, oversample
@@ -371,7 +372,10 @@ def test_threshold_from_val_or_default(tiny_prepared: Path, tiny_encoder: Path, 
     scores = trainer.model.score(trainer.texts, [m.tolist() for m in val.message_ids])
     assert info["threshold"] == pytest.approx(choose_threshold(val.labels, scores)[0])
 
-    (tiny_prepared / "val.parquet").unlink()
+    (tiny_prepared / "val.parquet").unlink()  # and from the manifest, which lists the folder's files
+    manifest = json.loads((tiny_prepared / "manifest.json").read_text())
+    del manifest[FILES]["val.parquet"]
+    (tiny_prepared / "manifest.json").write_text(json.dumps(manifest))
     train_run(config, tiny_prepared, tmp_path / "no_val", progress=False)
     info = json.loads((tmp_path / "no_val" / "threshold.json").read_text())
     assert info["threshold"] == 0.5 and info["source"] == "default" and "no val split" in info["reason"]
