@@ -65,7 +65,7 @@ def main() -> None:
     run = tempfile.TemporaryDirectory()  # setup() writes the run folder (config, data manifest)
     trainer = Trainer(config, args.data, Path(run.name) / "run", progress=False)
     trainer.setup()
-    trainer._start_stage(config.stage("3"))
+    trainer.start_stage(config.stage("3"))
     model, optimizer, texts = trainer.model, trainer.optimizer, trainer.texts
     sequences, labels = trainer.train_ids, trainer.train_labels
     pool = trainer.samples  # distinct pairs with --distinct, else the oversampled samples

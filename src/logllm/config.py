@@ -91,6 +91,10 @@ def paper_stages() -> list[StageConfig]:
 
 
 AUTOCAST_CHOICES: tuple[str | None, ...] = (None, "bfloat16", "auto")
+OPTIMIZER_NAMES: tuple[str, ...] = ("adamw",)
+"""Values of ``TrainConfig.optimizer`` (built in ``logllm.training.optim``)."""
+SCHEDULER_NAMES: tuple[str, ...] = ("step",)
+"""Values of ``TrainConfig.scheduler`` (built in ``logllm.training.optim``)."""
 
 
 @dataclass
@@ -109,12 +113,17 @@ class TrainConfig:
     """Sequences per forward/backward pass."""
     grad_accum: int = 4
     """Micro-batches per optimiser step (effective batch = micro_batch * grad_accum; paper: 4 x 4 = 16)."""
+    optimizer: str = "adamw"
+    """The optimizer each stage trains with (``OPTIMIZER_NAMES``): "adamw", AdamW with ``weight_decay``."""
     weight_decay: float = 0.01
     """AdamW weight decay (torch's default, as the reference uses)."""
+    scheduler: str = "step"
+    """The lr schedule of each stage (``SCHEDULER_NAMES``): "step", set by ``lr_decay`` and ``lr_decays``."""
     lr_decay: float = 0.7
-    """Multiply the lr by this factor ``lr_decays`` times per stage, evenly spaced (the reference: 0.7, 10)."""
+    """Step schedule: multiply the lr by this factor ``lr_decays`` times per stage, evenly spaced (the
+    reference: 0.7, 10)."""
     lr_decays: int = 10
-    """How many times per stage the lr is decayed (0 = constant lr)."""
+    """Step schedule: how many times per stage the lr is decayed (0 = constant lr)."""
     max_grad_norm: float | None = None
     """Clip the gradient norm to this value before each step; None = no clipping (the reference's choice)."""
     group_by_length: int = 0
@@ -167,6 +176,10 @@ class TrainConfig:
         for name in ("micro_batch", "grad_accum", "score_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be at least 1")
+        if self.optimizer not in OPTIMIZER_NAMES:
+            raise ConfigError(f"optimizer={self.optimizer!r} is not an optimizer; use one of {list(OPTIMIZER_NAMES)}")
+        if self.scheduler not in SCHEDULER_NAMES:
+            raise ConfigError(f"scheduler={self.scheduler!r} is not a scheduler; use one of {list(SCHEDULER_NAMES)}")
         if self.autocast not in AUTOCAST_CHOICES:
             raise ConfigError(f"autocast={self.autocast!r} must be \"none\", \"bfloat16\" or \"auto\"")
         if not 0 <= self.beta < 1:

@@ -1,17 +1,35 @@
-"""Checkpoint integrity: checksums.json, and `--resume` falling back from a damaged newest checkpoint."""
+"""Checkpoints: the training state as safetensors + JSON (never pickle), checksums.json, and `--resume`
+falling back from a damaged newest checkpoint."""
 
 from __future__ import annotations
 
 import json
 import logging
+import pickle
+import random
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from logllm.errors import ConfigError
-from logllm.training.checkpoint import CHECKSUMS, checkpoint_problem, safetensors_problem
-from logllm.training.trainer import Trainer, latest_checkpoint, train_run
+from logllm.training.checkpoint import (
+    CHECKSUMS,
+    checkpoint_problem,
+    latest_checkpoint,
+    load_optimizer,
+    load_rng,
+    load_scheduler,
+    safetensors_problem,
+    save_optimizer,
+    save_rng,
+    save_scheduler,
+    write_checksums,
+)
+from logllm.training.trainer import Trainer, train_run
 
 from . import test_training
 from .test_training import losses, tiny_config, weights
@@ -58,7 +76,7 @@ def test_resume_names_the_damaged_file_and_falls_back(tiny_prepared: Path, tiny_
     config = tiny_config(tiny_encoder, stages=STAGES, checkpoint_every=1)
     run = tmp_path / "run"
     _damaged_run(config, tiny_prepared, run, damage)
-    with caplog.at_level(logging.WARNING, logger="logllm.training.trainer"):
+    with caplog.at_level(logging.WARNING, logger="logllm.training"):
         resumed = Trainer(config, tiny_prepared, run, progress=False)
         resumed.setup(resume=True)
     assert resumed.state.global_step == 4 and resumed.state.stage_index == 2  # from stage-2a
@@ -147,7 +165,7 @@ def test_a_checkpoint_that_does_not_load_falls_back(tiny_prepared: Path, tiny_en
     (newest / CHECKSUMS).unlink()
     (newest / "optimizer.json").write_text('{"unexpected": 1}\n')  # valid JSON, not an optimizer state
     assert latest_checkpoint(run) == newest
-    with caplog.at_level(logging.WARNING, logger="logllm.training.trainer"):
+    with caplog.at_level(logging.WARNING, logger="logllm.training"):
         resumed = Trainer(config, tiny_prepared, run, progress=False)
         resumed.setup(resume=True)
     assert resumed.state.global_step == 2
@@ -178,3 +196,140 @@ def test_unfinished_save_folders_are_ignored(tiny_prepared: Path, tiny_encoder: 
     (root / ".tmp-step-0000099").mkdir()
     (root / ".tmp-step-0000099" / "trainer_state.json").write_text(json.dumps(state))
     assert latest_checkpoint(tmp_path / "run") == root / "step-0000003"
+
+
+def _adamw_after_steps(steps: int) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.StepLR]:
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(3, 2)), torch.nn.Parameter(torch.randn(2))]
+    optimizer = torch.optim.AdamW(params, lr=0.01, weight_decay=0.01)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.7)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        (params[0].sum() ** 2 + params[1].prod()).backward()
+        optimizer.step()
+        scheduler.step()
+    return optimizer, scheduler
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal nested state dicts, tensors compared with torch.equal (and types kept: a tuple stays a tuple)."""
+    if torch.is_tensor(a):
+        return torch.is_tensor(b) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
+
+
+def _no_pickle(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("a checkpoint was unpickled")
+
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+
+
+def test_optimizer_scheduler_and_rng_round_trip_without_pickle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    optimizer, scheduler = _adamw_after_steps(3)
+    save_optimizer(optimizer, tmp_path)
+    save_scheduler(scheduler, tmp_path)
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    save_rng(tmp_path)
+    drawn = (random.random(), np.random.rand(), torch.rand(3))
+    meta = json.loads((tmp_path / "optimizer.json").read_text())  # readable: the param groups, by name
+    assert meta["param_groups"][0]["lr"] == optimizer.param_groups[0]["lr"]
+    assert {"0.exp_avg", "0.exp_avg_sq", "0.step", "1.exp_avg"} <= set(
+        load_file(str(tmp_path / "optimizer.safetensors")))
+
+    _no_pickle(monkeypatch)
+    fresh, fresh_scheduler = _adamw_after_steps(0)
+    load_optimizer(fresh, tmp_path)
+    load_scheduler(fresh_scheduler, tmp_path)
+    assert _same(optimizer.state_dict(), fresh.state_dict())
+    assert _same(scheduler.state_dict(), fresh_scheduler.state_dict())
+    random.seed(2), np.random.seed(2), torch.manual_seed(2)
+    load_rng(tmp_path)
+    again = (random.random(), np.random.rand(), torch.rand(3))
+    assert drawn[:2] == again[:2] and torch.equal(drawn[2], again[2])
+
+
+# -- checkpoints of the earlier layout: one tree per state, dicts/tuples/tensors marked in the JSON --
+
+def _legacy_flatten(state: Any) -> tuple[dict[str, torch.Tensor], Any]:
+    """The encoding logllm used before STATE_FORMAT (the writer, kept here to make such checkpoints)."""
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(value: Any, key: str) -> Any:
+        if torch.is_tensor(value):
+            tensors[key] = value.detach().cpu().contiguous()
+            return {"__tensor__": key}
+        if isinstance(value, dict):
+            return {"__dict__": [[walk(k, f"{key}.k{i}"), walk(v, f"{key}.{i}")]
+                                 for i, (k, v) in enumerate(value.items())]}
+        if isinstance(value, tuple):
+            return {"__tuple__": [walk(v, f"{key}.{i}") for i, v in enumerate(value)]}
+        if isinstance(value, list):
+            return [walk(v, f"{key}.{i}") for i, v in enumerate(value)]
+        return value
+
+    return tensors, walk(state, "s")
+
+
+def _write_legacy(state: Any, folder: Path, name: str) -> None:
+    tensors, meta = _legacy_flatten(state)
+    save_file(tensors, str(folder / f"{name}.safetensors"))
+    (folder / f"{name}.json").write_text(json.dumps(meta) + "\n")
+
+
+def _legacy_rng() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {"python": random.getstate(),
+            "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
+            "torch": torch.get_rng_state()}
+
+
+def test_states_of_the_earlier_layout_still_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    optimizer, scheduler = _adamw_after_steps(3)
+    _write_legacy(optimizer.state_dict(), tmp_path, "optimizer")
+    _write_legacy(scheduler.state_dict(), tmp_path, "scheduler")
+    torch.manual_seed(5)
+    _write_legacy(_legacy_rng(), tmp_path, "rng")
+    drawn = torch.rand(3)
+    _no_pickle(monkeypatch)
+    fresh, fresh_scheduler = _adamw_after_steps(0)
+    load_optimizer(fresh, tmp_path)
+    load_scheduler(fresh_scheduler, tmp_path)
+    load_rng(tmp_path)
+    assert _same(optimizer.state_dict(), fresh.state_dict())
+    assert _same(scheduler.state_dict(), fresh_scheduler.state_dict())
+    assert torch.equal(torch.rand(3), drawn)
+
+
+def test_a_run_checkpointed_in_the_earlier_layout_resumes_exactly(tiny_prepared: Path, tiny_encoder: Path,
+                                                                  tmp_path: Path):
+    """A run interrupted before this layout (and before the optimizer/scheduler options) ends as an uninterrupted one."""
+    config = tiny_config(tiny_encoder, stages=STAGES, checkpoint_every=1)
+    full = train_run(config, tiny_prepared, tmp_path / "full", progress=False)
+    run = tmp_path / "run"
+    interrupted = Trainer(config, tiny_prepared, run, progress=False)
+    interrupted.setup()
+    assert interrupted.train(max_steps=3) is False  # within stage 2a: optimizer and scheduler are saved
+    ckpt = latest_checkpoint(run)
+    assert ckpt.name == "step-0000003"
+    _write_legacy(interrupted.optimizer.state_dict(), ckpt, "optimizer")
+    _write_legacy(interrupted.scheduler.state_dict(), ckpt, "scheduler")
+    load_rng(ckpt)
+    _write_legacy(_legacy_rng(), ckpt, "rng")
+    saved = json.loads((ckpt / "trainer_state.json").read_text())
+    del saved["config"]["optimizer"], saved["config"]["scheduler"]
+    (ckpt / "trainer_state.json").write_text(json.dumps(saved, indent=2) + "\n")
+    write_checksums(ckpt)
+    resumed = Trainer(config, tiny_prepared, run, progress=False)
+    resumed.setup(resume=True)
+    assert resumed.state.global_step == 3
+    assert resumed.train() is True
+    resumed.finish()
+    expected, got = weights(full.model), weights(resumed.model)
+    assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)

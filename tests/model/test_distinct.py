@@ -9,8 +9,9 @@ import numpy as np
 import torch
 
 from logllm.model import LogLLM, LoraSpec, ModelConfig
+from logllm.training.checkpoint import latest_checkpoint
 from logllm.training.oversample import distinct_samples, oversample
-from logllm.training.trainer import Trainer, latest_checkpoint, train_run
+from logllm.training.trainer import Trainer, train_run
 
 from .conftest import MESSAGES
 from .test_training import losses, tiny_config, tiny_encoder, weights  # noqa: F401 - tiny_encoder is a fixture

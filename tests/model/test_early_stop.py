@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from logllm.training.trainer import BEST_FILE, Trainer, train_run
+from logllm.training.checkpoint import BEST_FILE
+from logllm.training.trainer import Trainer, train_run
 
 from . import test_training
 from .test_training import tiny_config, weights
@@ -55,7 +56,7 @@ def test_stopping_early_restores_the_best_weights(tiny_prepared: Path, tiny_enco
 def test_best_weights_are_restored_at_the_end_without_a_stop(tiny_prepared: Path, tiny_encoder: Path,
                                                               tmp_path: Path):
     run = tmp_path / "run"
-    trainer = train_run(_config(tiny_encoder, patience=100, epochs=2), tiny_prepared, run, progress=False)
+    trainer = train_run(_config(tiny_encoder, patience=100, epochs=8), tiny_prepared, run, progress=False)
     assert not trainer.state.stopped_early
     _assert_best_restored(trainer, run)
 

@@ -19,14 +19,11 @@ from logllm.config import (
     to_toml,
 )
 from logllm.errors import ConfigError
+from logllm.training.checkpoint import latest_checkpoint
 from logllm.training.oversample import minority_target, oversample
-from logllm.training.trainer import (
-    Trainer,
-    cpu_has_native_bfloat16,
-    latest_checkpoint,
-    resolve_autocast,
-    train_run,
-)
+from logllm.training.precision import cpu_has_native_bfloat16, resolve_autocast
+from logllm.training.sampling import length_key
+from logllm.training.trainer import Trainer, train_run
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +143,8 @@ def test_config_file_overrides_and_cli_overrides(tmp_path: Path):
     ("[[stages]]\nname = \"1\"\nlr = -1\n", ["lr=-1"]),
     ("micro_batch = \n", ["invalid TOML"]),
     ("autocast = \"fp8\"\n", ["autocast='fp8'", '"bfloat16"']),
+    ("optimizer = \"sgd\"\n", ["optimizer='sgd'", "adamw"]),
+    ("scheduler = \"cosine\"\n", ["scheduler='cosine'", "step"]),
 ])
 def test_config_errors_name_the_option(tmp_path: Path, text: str, words: list[str]):
     path = tmp_path / "bad.toml"
@@ -170,13 +169,13 @@ def test_each_stage_trains_exactly_its_parts(tiny_prepared: Path, tiny_encoder: 
     trainer = Trainer(config, tiny_prepared, tmp_path / "run", progress=False)
     trainer.setup()
     stage = config.stage(stage_name)
-    trainer._start_stage(stage)
+    trainer.start_stage(stage)
     trainer.model.train()
     parts = trainer.model.parts()
     owner = {id(p): name for name, ps in parts.items() for p in ps}
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
-    group = trainer._groups(trainer.epoch_order(config.stages.index(stage), 0))[0]
-    trainer._step(group)
+    group = trainer.epoch_groups(config.stages.index(stage), 0)[0]
+    trainer.step(group)
     changed = {name: False for name in parts}
     for n, p in trainer.model.named_parameters():
         moved = not torch.equal(before[n], p.detach())
@@ -224,7 +223,7 @@ def test_group_by_length_rearranges_the_same_samples_into_even_micro_batches(tin
     before, after = plain.epoch_order(stage, 0), whole.epoch_order(stage, 0)
     assert np.array_equal(np.sort(before), np.sort(after)) and not np.array_equal(before, after)
     assert np.array_equal(after, whole.epoch_order(stage, 0)) and not np.array_equal(after, whole.epoch_order(stage, 1))
-    key = whole._length_key
+    key = length_key(whole.train_ids, whole.train_labels, whole.config.model.max_messages)
     batches = [after[i: i + 4].tolist() for i in range(0, len(after), 4)]
     # One window holds the whole epoch: sorted, the micro-batches follow one another without overlap.
     spans = sorted((min(map(key, b)), max(map(key, b))) for b in batches)
@@ -281,6 +280,52 @@ def test_same_seed_same_weights_other_seed_differs(tiny_prepared: Path, tiny_enc
                           progress=False).model)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_optimizer_and_scheduler_are_built_from_their_names():
+    from logllm.config import OPTIMIZER_NAMES, SCHEDULER_NAMES
+    from logllm.training.optim import OPTIMIZERS, SCHEDULERS, build_optimizer
+
+    assert set(OPTIMIZERS) == set(OPTIMIZER_NAMES) and set(SCHEDULERS) == set(SCHEDULER_NAMES)
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    config = apply_overrides(TrainConfig(), {"optimizer": "adamw", "scheduler": "step", "weight_decay": 0.05,
+                                             "lr_decay": 0.5, "lr_decays": 4})
+    optimizer, scheduler = build_optimizer(config, params, 1e-3, steps=10)
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.param_groups[0]["weight_decay"] == 0.05
+    assert isinstance(scheduler, torch.optim.lr_scheduler.StepLR)
+    assert (scheduler.step_size, scheduler.gamma) == (3, 0.5)  # ceil(10 / 4) steps between decays
+    _, constant = build_optimizer(apply_overrides(config, {"lr_decays": 0}), params, 1e-3, steps=10)
+    assert constant.step_size == 11  # never within the stage
+    with pytest.raises(ConfigError, match="optimizer='sgd'"):
+        build_optimizer(apply_overrides(config, {"optimizer": "sgd"}), params, 1e-3, steps=10)
+
+
+@pytest.mark.parametrize("cpuinfo, native", [
+    ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_bf16\n", True),
+    ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f amx_tile amx_bf16\n", True),
+    ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx512vl avx512dq\n", False),  # emulated only
+    ("processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n", True),  # Arm FEAT_BF16
+    ("processor\t: 0\nFeatures\t: fp asimd\n", False),
+    (None, False),  # no /proc/cpuinfo (macOS, Windows): "auto" stays float32
+])
+def test_native_bfloat16_is_read_from_the_cpu_flags(tmp_path: Path, cpuinfo: str | None, native: bool):
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("torch without oneDNN: no CPU bfloat16 autocast")
+    path = tmp_path / "cpuinfo"
+    if cpuinfo is not None:
+        path.write_text(cpuinfo)
+    assert cpu_has_native_bfloat16(path) is native
+
+
+def test_no_private_torch_ops_in_the_package():
+    import re
+
+    import logllm
+
+    private = re.compile(r"torch\.(ops\.|_(?!_version__))")
+    found = [f"{path}:{i}" for path in Path(logllm.__file__).parent.rglob("*.py")
+             for i, line in enumerate(path.read_text().splitlines(), 1) if private.search(line)]
+    assert not found, found
 
 
 def test_autocast_resolves_per_device():

@@ -1,0 +1,83 @@
+"""What each optimiser step trains on: the training samples and their order in every epoch.
+
+The order is a pure function of (seed, stage, epoch), so a checkpoint need only record the
+sampler's position as (stage, epoch, optimiser step within the epoch) to resume exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from logllm.config import TrainConfig
+from logllm.training.oversample import OversampleReport, distinct_samples, oversample
+
+LengthKey = Callable[[int], tuple[int, int, list[int]]]
+
+
+def training_samples(ids: list[list[int]], labels: np.ndarray,
+                     config: TrainConfig) -> tuple[np.ndarray, np.ndarray | None, OversampleReport]:
+    """The sample indices an epoch draws from (oversampled with ``beta``), the per-sequence loss weights
+    with ``distinct_samples`` (else None), and the oversampling report.
+
+    With ``distinct_samples`` each distinct (first ``max_messages`` messages, label) pair is one sample,
+    weighted by how often it occurs among the oversampled samples."""
+    samples, report = oversample(labels, config.beta, config.seed)
+    if not config.distinct_samples or len(samples) == 0:
+        return samples, None, report
+    limit = config.model.max_messages
+    keys = [(tuple(s[:limit]), int(y)) for s, y in zip(ids, labels, strict=True)]
+    samples, counts = distinct_samples(samples, keys)
+    weight = np.zeros(len(ids))
+    weight[samples] = counts
+    return samples, weight, report
+
+
+def length_key(ids: list[list[int]], labels: np.ndarray, max_messages: int) -> LengthKey:
+    """The ``group_by_length`` sort key of a sample: (length, label, messages) of its truncated sequence."""
+    def key(i: int) -> tuple[int, int, list[int]]:
+        seq = ids[i][:max_messages]
+        return len(seq), int(labels[i]), seq
+
+    return key
+
+
+def epoch_order(samples: np.ndarray, config: TrainConfig, stage_index: int, epoch: int,
+                key: LengthKey) -> np.ndarray:
+    """Training-sample indices of one epoch: a seeded permutation, capped at the stage's max_samples.
+
+    With ``group_by_length`` each window of that many micro-batches is sorted by ``key``, cut into
+    micro-batches, and the epoch's micro-batches are shuffled (seeded).
+    """
+    stage = config.stages[stage_index]
+    rng = np.random.default_rng([config.seed, stage_index, epoch])
+    order = samples[rng.permutation(len(samples))]
+    if stage.max_samples is not None:
+        order = order[: stage.max_samples]
+    if not config.group_by_length:
+        return order
+    window, mb = config.group_by_length * config.micro_batch, config.micro_batch
+    batches = []
+    for start in range(0, len(order), window):
+        part = sorted(order[start: start + window].tolist(), key=key)
+        batches += [part[i: i + mb] for i in range(0, len(part), mb)]
+    # The last (possibly short) micro-batch stays last, so every group keeps micro_batch rows but one.
+    head, tail = batches[:-1], batches[-1:]
+    head = [head[i] for i in rng.permutation(len(head))]
+    return np.asarray([i for b in head + tail for i in b], dtype=samples.dtype)
+
+
+def step_groups(order: np.ndarray, config: TrainConfig) -> list[list[np.ndarray]]:
+    """An epoch's order cut into micro-batches, ``grad_accum`` of them per optimiser step."""
+    mb, ga = config.micro_batch, config.grad_accum
+    batches = [order[i: i + mb] for i in range(0, len(order), mb)]
+    return [batches[i: i + ga] for i in range(0, len(batches), ga)]
+
+
+def steps_in_stage(n_samples: int, config: TrainConfig, stage_index: int) -> int:
+    """Optimiser steps of a stage over ``n_samples`` training samples (all its epochs)."""
+    stage = config.stages[stage_index]
+    n = n_samples if stage.max_samples is None else min(stage.max_samples, n_samples)
+    return math.ceil(math.ceil(n / config.micro_batch) / config.grad_accum) * stage.epochs
