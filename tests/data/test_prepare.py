@@ -146,18 +146,17 @@ def test_hdfs_fast_session_ids_match_per_line_regex(tmp_path: Path, monkeypatch:
                                                      text: str, fast: bool, scanner: str) -> None:
     """Session ids copied out of the raw bytes at the offsets found in the distinct lines equal the
     per-line regex's; where the offsets cannot be trusted the per-line way is used (same output)."""
-    from logllm.data import prepare as prep
-    from logllm.data import threads
+    from logllm.data import grouping, threads
 
     used: list[bool] = []
-    original = prep._Preparer._fast_sessions
+    original = grouping._at_offsets
 
-    def spy(self: prep._Preparer, *args: object) -> pl.DataFrame | None:
-        out = original(self, *args)  # type: ignore[arg-type]
+    def spy(*args: object) -> pl.DataFrame | None:
+        out = original(*args)  # type: ignore[arg-type]
         used.append(out is not None)
         return out
 
-    monkeypatch.setattr(prep._Preparer, "_fast_sessions", spy)
+    monkeypatch.setattr(grouping, "_at_offsets", spy)
     monkeypatch.setattr(threads, "MIN_PARALLEL_BYTES", 1)  # byte passes and block ids in two threads
     log = tmp_path / "x.log"
     log.write_bytes(text.encode())
@@ -420,7 +419,7 @@ def test_block_id_keys_match_python_int() -> None:
     that is not its integer's decimal form (leading zero, -0, beyond int64) gives None."""
     import numpy as np
 
-    from logllm.data.prepare import _block_id_values
+    from logllm.data.grouping import _block_id_values
 
     rng = np.random.default_rng(0)
     good = [str(int(rng.integers(10 ** (d - 1) if d > 1 else 0, 10**d if d < 19 else 2**63 - 1, dtype=np.int64)))

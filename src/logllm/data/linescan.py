@@ -9,14 +9,15 @@ Two passes over a chunk's raw bytes that numpy cannot do in one go, in C, withou
   the regex found in the line's distinct text.
 
 The extension is built at install time where a C compiler is present (``setup.py``; optional). Where
-it is missing, or ``LOGLLM_NO_C=1`` is set, :func:`available` is false and `prepare` uses numpy and
-polars instead (:func:`logllm.data.readers.distinct_lines`, ``prepare._block_id_keys``), with the same
-output; the tests run both.
+it is missing, or ``LOGLLM_NO_C=1`` is set (read at each call), :func:`available` is false and
+`prepare` uses numpy and polars instead (:func:`logllm.data.readers.distinct_lines` and the numpy
+block-id reader of :mod:`logllm.data.grouping`), with the same output; the tests run both.
 """
 
 from __future__ import annotations
 
 import os
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import partial
 
@@ -29,21 +30,23 @@ try:
     from logllm.data import _linescan as _c
 except ImportError:  # pragma: no cover - a build without a C compiler
     _c = None
-_DISABLED = os.environ.get("LOGLLM_NO_C", "") not in ("", "0")
-if _DISABLED:
-    _c = None
+
+
+def _disabled() -> bool:
+    """Whether ``LOGLLM_NO_C`` asks for the numpy path (read now, so it can be set per run)."""
+    return os.environ.get("LOGLLM_NO_C", "") not in ("", "0")
 
 
 def available() -> bool:
-    """Whether the C scanner is built and enabled."""
-    return _c is not None
+    """Whether the C scanner is built and enabled (``LOGLLM_NO_C`` unset or 0)."""
+    return _c is not None and not _disabled()
 
 
 def unavailable_reason() -> str | None:
     """Why :func:`available` is false (for the log), or None."""
-    if _c is not None:
+    if available():
         return None
-    if _DISABLED:
+    if _disabled():
         return "LOGLLM_NO_C is set"
     return "logllm.data._linescan is not built: reinstall logllm where a C compiler is present"
 
@@ -62,7 +65,7 @@ class DistinctLines:
 
 
 def scan_lines(data: bytes | np.ndarray, hash_bits: int = 64, min_bytes: int | None = None,
-               simd: bool = True) -> tuple[int, bool, DistinctLines | None]:
+               simd: bool = True, pool: Executor | None = None) -> tuple[int, bool, DistinctLines | None]:
     """``(number of lines, whether all bytes are ASCII, DistinctLines)`` of ``data`` (whole lines, each
     ending in "\\n"), in one pass; None for the DistinctLines where the text is not valid UTF-8 (the
     reader repairs such a chunk, then groups its lines again). ``hash_bits`` < 64 truncates the line
@@ -72,13 +75,14 @@ def scan_lines(data: bytes | np.ndarray, hash_bits: int = 64, min_bytes: int | N
     From ``min_bytes`` (default :data:`logllm.data.threads.MIN_PARALLEL_BYTES`) on, the two halves of
     ``data`` (cut at a line end) are scanned at once in two threads and their tables merged: the
     second half's distinct lines that the first has are renumbered to its codes, the others follow
-    in their order, which is the order of first appearance over the whole."""
+    in their order, which is the order of first appearance over the whole (the second half in
+    ``pool``, see :func:`logllm.data.threads.together`)."""
     arr = data if isinstance(data, np.ndarray) else np.frombuffer(data, dtype=np.uint8)
     cut = None
     if threads.workers() > 1 and len(arr) >= (threads.MIN_PARALLEL_BYTES if min_bytes is None else min_bytes):
         cut = _middle_line_end(arr)
     halves = [arr] if cut is None else [arr[:cut], arr[cut:]]
-    parts = threads.together([partial(_c.scan_lines, half, hash_bits, simd) for half in halves])
+    parts = threads.together([partial(_c.scan_lines, half, hash_bits, simd) for half in halves], pool)
     try:
         texts = [part[5].decode("utf-8").split("\n")[:-1] for part in parts]
     except UnicodeDecodeError:

@@ -50,6 +50,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -331,7 +332,7 @@ def digits_to_zero(text: str) -> str:
     return text.translate(_DIGITS_STR)
 
 
-def digits_to_zero_array(arr: np.ndarray, block: int = 1 << 20) -> bytes:
+def digits_to_zero_array(arr: np.ndarray, block: int = 1 << 20, pool: Executor | None = None) -> bytes:
     """:func:`digits_to_zero` on raw bytes (a uint8 array; UTF-8 continuation bytes are never ASCII
     digits), as a new ``bytes``: ``bytes(arr).translate(DIGITS_TO_ZERO_BYTES)``, done by numpy (SIMD) in
     blocks of at most ``block`` bytes, two threads taking the blocks of a large array in turn (numpy
@@ -341,17 +342,18 @@ def digits_to_zero_array(arr: np.ndarray, block: int = 1 << 20) -> bytes:
 
     numpy writes into a fresh, unfilled numpy buffer (its page faults happen in the two-threaded pass),
     which is then copied once into the ``bytes`` the callers hand to polars."""
-    return digits_to_zero_and_count(arr, block, count=False)[2]
+    return digits_to_zero_and_count(arr, block, count=False, pool=pool)[2]
 
 
-def digits_to_zero_and_count(arr: np.ndarray, block: int = 1 << 20, count: bool = True) -> tuple[int, int, bytes]:
+def digits_to_zero_and_count(arr: np.ndarray, block: int = 1 << 20, count: bool = True,
+                             pool: Executor | None = None) -> tuple[int, int, bytes]:
     """``(number of "\\n" bytes, largest byte, digits_to_zero_array(arr))`` in one blockwise pass (each
     block is counted while it is in cache for the digit pass); with ``count=False`` the first two are 0."""
     n = len(arr)
     if n == 0:
         return 0, 0, b""
     buffer = np.empty(n, dtype=np.uint8)
-    found = in_blocks(partial(_digits_to_zero_part, arr, buffer, block, count=count), n, block)
+    found = in_blocks(partial(_digits_to_zero_part, arr, buffer, block, count=count), n, block, pool=pool)
     return sum(k for k, _ in found), max(top for _, top in found), buffer.tobytes()
 
 

@@ -54,7 +54,8 @@ class ParsedBatch:
         return len(self.content)
 
 
-def _clip(text: str, n: int = 200) -> str:
+def clip(text: str, n: int = 200) -> str:
+    """``text`` cut to ``n`` characters (with its length said), for error messages."""
     return text if len(text) <= n else text[:n] + f"... ({len(text)} chars)"
 
 
@@ -97,7 +98,7 @@ class LineParser:
             i = int(parsed.arg_min())  # first False
             num = int(line_numbers[i]) if line_numbers is not None else first_line + i
             raise DataError(f"{source}:{num}: line does not match the log format {self.format.text!r}: "
-                            f"{_clip(s[i])!r}. Fix --format, or pass --on-unparsed keep|skip")
+                            f"{clip(s[i])!r}. Fix --format, or pass --on-unparsed keep|skip")
         frame = pl.DataFrame({"line": s, "content": content, "parsed": parsed})
         exprs: list[pl.Expr] = []
         if self.label_rule == "first_token":

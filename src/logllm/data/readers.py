@@ -30,7 +30,7 @@ import logging
 import mmap
 import os
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,16 +111,17 @@ class LineChunk:
         return starts
 
 
-def group_lines(chunk: LineChunk) -> DistinctLines:
+def group_lines(chunk: LineChunk, pool: Executor | None = None) -> DistinctLines:
     """The chunk's :class:`DistinctLines`: the reader's, or computed now (C scanner, else numpy and
-    polars on the digit-normalised copy)."""
+    polars on the digit-normalised copy; byte passes split with ``pool``, see :mod:`logllm.data.threads`)."""
     if chunk.distinct is not None:
         return chunk.distinct
     if linescan.available():
-        distinct = linescan.scan_lines(chunk.array)[2]
+        distinct = linescan.scan_lines(chunk.array, pool=pool)[2]
         if distinct is not None:  # (None only for invalid UTF-8, which the reader has repaired)
             return distinct
-    normalised = chunk.digits_zeroed if chunk.digits_zeroed is not None else digits_to_zero_array(chunk.array)
+    normalised = (chunk.digits_zeroed if chunk.digits_zeroed is not None
+                  else digits_to_zero_array(chunk.array, pool=pool))
     chunk.digits_zeroed = None
     return DistinctLines(*distinct_lines(normalised, chunk.n_lines))
 
@@ -133,7 +134,7 @@ def newline_offsets(data: bytes | np.ndarray, block: int = 1 << 20) -> np.ndarra
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
-def count_lines(arr: np.ndarray, block: int = 1 << 20) -> tuple[int, bool]:
+def count_lines(arr: np.ndarray, block: int = 1 << 20, pool: Executor | None = None) -> tuple[int, bool]:
     """``(number of "\\n" bytes, whether all bytes are ASCII)`` of a uint8 array, in one blockwise pass
     (counting is several times cheaper than listing the offsets), two threads taking the blocks of a
     large array in turn; 1 MB blocks keep the temporary mask small and reused (see ``digits_to_zero_array``)."""
@@ -146,14 +147,15 @@ def count_lines(arr: np.ndarray, block: int = 1 << 20) -> tuple[int, bool]:
             n, top = n + k, max(top, t)
         return n, top
 
-    found = in_blocks(count, len(arr), block)
+    found = in_blocks(count, len(arr), block, pool=pool)
     return sum(n for n, _ in found), max(top for _, top in found) < 128
 
 
-def count_lines_and_zero_digits(arr: np.ndarray, block: int = 1 << 20) -> tuple[int, bool, bytes]:
+def count_lines_and_zero_digits(arr: np.ndarray, block: int = 1 << 20,
+                                pool: Executor | None = None) -> tuple[int, bool, bytes]:
     """``count_lines(arr) + (digits_to_zero_array(arr),)`` in one blockwise pass: each block is
     counted while it is in cache for the digit pass (two threads taking the blocks of a large array)."""
-    lines, top, zeroed = digits_to_zero_and_count(arr, block)
+    lines, top, zeroed = digits_to_zero_and_count(arr, block, pool=pool)
     return lines, top < 128, zeroed
 
 
@@ -210,12 +212,14 @@ class LineReader:
     """Iterate over the lines of several files as ``LineChunk`` s.
 
     ``start_line``/``end_line`` (1-based, inclusive) count lines over the concatenation of the files.
-    After iteration ``inputs`` holds size, sha256 and line count of every file.
+    After iteration ``inputs`` holds size, sha256 and line count of every file. ``pool`` (the
+    caller's, see :mod:`logllm.data.threads`) runs the second half of the byte passes.
     """
 
     def __init__(self, paths: list[str] | tuple[str, ...], start_line: int | None = None,
                  end_line: int | None = None, chunk_bytes: int = DEFAULT_CHUNK_BYTES, what: str = "--log",
-                 group_lines: bool = False):
+                 group_lines: bool = False, pool: Executor | None = None):
+        self.pool = pool
         self.inputs = check_inputs(paths, what)
         self.group_lines = group_lines
         self.start_line = start_line or 1
@@ -251,11 +255,11 @@ class LineReader:
                     if self.group_lines and global_line + 1 >= self.start_line and (
                             self.end_line is None or global_line < self.end_line):  # starts in range
                         if linescan.available():
-                            n, ascii_only, distinct = linescan.scan_lines(arr)
+                            n, ascii_only, distinct = linescan.scan_lines(arr, pool=self.pool)
                         else:
-                            n, ascii_only, zeroed = count_lines_and_zero_digits(arr)
+                            n, ascii_only, zeroed = count_lines_and_zero_digits(arr, pool=self.pool)
                     else:
-                        n, ascii_only = count_lines(arr)
+                        n, ascii_only = count_lines(arr, pool=self.pool)
                     if file_bytes is not None:  # hashed now, beside what follows: the pass above had both cores
                         hashing.append(pool.submit(digest.update, file_bytes))
                     lo, hi = global_line + 1, global_line + n  # global numbers of this chunk's lines

@@ -1,13 +1,18 @@
 """Byte-array passes split over threads: numpy releases the GIL inside its loops, so two halves of a
 large array (:func:`in_parts`), or two threads taking its blocks in turn (:func:`in_blocks`), are
-processed at once on two cores."""
+processed at once on two cores.
+
+The helper thread comes from the caller: ``pool`` is an executor it owns (``logllm prepare`` makes
+one with :func:`part_pool` for the whole run and closes it at the end). Without one, a call that
+splits its work starts a helper thread for that call only. No state is kept between calls.
+"""
 
 from __future__ import annotations
 
 import os
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from functools import partial
 from typing import TypeVar
 
@@ -15,7 +20,12 @@ T = TypeVar("T")
 
 #: Arrays shorter than this are processed in the calling thread (a thread hand-off costs more).
 MIN_PARALLEL_BYTES = 4 << 20
-_pool: ThreadPoolExecutor | None = None
+
+
+def part_pool() -> ThreadPoolExecutor:
+    """The executor that the byte passes of one run share (one helper thread: there are two cores at
+    most to use); the caller closes it (``with part_pool() as pool: ...``)."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="logllm-part")
 
 
 def workers() -> int:
@@ -23,29 +33,32 @@ def workers() -> int:
     return max(1, min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
-def in_parts(fn: Callable[[int, int], T], n: int, min_bytes: int | None = None) -> list[T]:
+def in_parts(fn: Callable[[int, int], T], n: int, min_bytes: int | None = None,
+             pool: Executor | None = None) -> list[T]:
     """``[fn(lo, hi) for each part]`` over ``range(n)`` cut into up to two contiguous parts, run in
     parallel when ``n >= min_bytes`` (default :data:`MIN_PARALLEL_BYTES`) and more than one core is
     available; results in part order."""
     parts = workers() if n >= (MIN_PARALLEL_BYTES if min_bytes is None else min_bytes) else 1
     cuts = [n * k // parts for k in range(parts + 1)]
-    return together([partial(fn, cuts[k], cuts[k + 1]) for k in range(parts)])
+    return together([partial(fn, cuts[k], cuts[k + 1]) for k in range(parts)], pool)
 
 
-def together(calls: list[Callable[[], T]]) -> list[T]:
-    """``[call() for call in calls]``: the first in the calling thread while the others run in a
-    helper thread (for work that releases the GIL; one helper, as there are two cores at most to
-    use); results in call order."""
-    global _pool
-    if len(calls) > 1 and _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="logllm-part")
-    others = [_pool.submit(call) for call in calls[1:]] if _pool is not None else []
+def together(calls: list[Callable[[], T]], pool: Executor | None = None) -> list[T]:
+    """``[call() for call in calls]``: the first in the calling thread while the others run in
+    ``pool`` (for work that releases the GIL; without a pool, in a helper thread started for this
+    call); results in call order."""
+    if len(calls) < 2:
+        return [call() for call in calls]
+    if pool is None:
+        with part_pool() as own:
+            return together(calls, own)
+    others = [pool.submit(call) for call in calls[1:]]
     first = calls[0]()
     return [first, *(f.result() for f in others)]
 
 
 def in_blocks(fn: Callable[[Iterator[tuple[int, int]]], T], n: int, block: int,
-              min_bytes: int | None = None) -> list[T]:
+              min_bytes: int | None = None, pool: Executor | None = None) -> list[T]:
     """``fn(blocks)`` in up to two threads (as :func:`in_parts` decides), where ``blocks`` yields
     ``(lo, hi)`` blocks of ``range(n)`` of ``block`` items, each block to one thread only: a thread
     takes the next block when it is done with one, so when another process or thread holds up one
@@ -63,4 +76,4 @@ def in_blocks(fn: Callable[[Iterator[tuple[int, int]]], T], n: int, block: int,
                 return
             yield lo, min(lo + block, n)
 
-    return in_parts(lambda lo, hi: fn(blocks()), n, min_bytes)
+    return in_parts(lambda lo, hi: fn(blocks()), n, min_bytes, pool)
