@@ -35,8 +35,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing prepared folder at --out (the whole folder; without it, prepare refuses)")
     p.add_argument("--labels", metavar="CSV", help="labels file: id,label per session (hdfs: anomaly_label.csv)")
-    p.add_argument("--format", help="Loghub-style format, e.g. '<Date> <Time> <Level> <Component>: <Content>' "
-                                    "(default: the family's)")
+    p.add_argument("--format", help="Loghub-style format, e.g. '<Date> <Time> <Level> <Component>: <Content>'; "
+                                    "json (JSON lines), logfmt, syslog (RFC 5424 / 3164); or auto (picked from "
+                                    "the first 200 lines, logged, recorded in the manifest). Default: the family's")
+    p.add_argument("--message-field", metavar="KEY",
+                   help="json/logfmt: key of the message, dotted for nested keys (e.g. log.msg); default: the "
+                        "first of message, msg, log, ... found in the first records")
+    p.add_argument("--level-field", metavar="KEY",
+                   help="json/logfmt/syslog: key of the severity, put in front of the message (default: not used)")
     p.add_argument("--mask", default="paper", metavar="paper|none|FILE.toml",
                    help="masking of variable parts: paper (default, METHOD.md section 2), none (raw content), or "
                         "a TOML file of [[mask]] entries (name, regex, replace), applied in order; see docs/data.md")
@@ -48,15 +54,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "logs) or is not valid UTF-8: a wrong family, format or file (default 0.2; 1: no limit)")
     p.add_argument("--missing-labels", choices=["fail", "drop", "keep"], default="fail",
                    help="sessions missing from --labels: stop (default), drop them (counted) or keep them unlabeled")
-    p.add_argument("--label-field", help="custom: header field holding the line label")
+    p.add_argument("--label-field", help="header field (or json/logfmt/syslog key) holding the line label")
     p.add_argument("--normal-value", action="append", default=None, metavar="VALUE",
                    help="label value meaning normal (repeatable; default '-')")
     p.add_argument("--session-regex", help="custom: sessions = distinct matches of this regex in the content")
     p.add_argument("--window", type=int, help="fixed windows of this many lines (default 100 for windowed families)")
     p.add_argument("--step", type=int, help="lines between window starts (default = --window)")
     p.add_argument("--time-window", help="custom: time windows, e.g. 60s, 5m, 1h")
-    p.add_argument("--timestamp-field", help="field(s) holding the time, several joined by ',' (e.g. Date,Time)")
-    p.add_argument("--timestamp-format", help="strftime format of the timestamp (e.g. '%%y%%m%%d %%H%%M%%S'), or epoch")
+    p.add_argument("--timestamp-field", "--time-field", dest="timestamp_field",
+                   help="field(s) holding the time, several joined by ',' (e.g. Date,Time); json/logfmt/syslog: "
+                        "its key (syslog default: timestamp)")
+    p.add_argument("--timestamp-format", help="strftime format of the timestamp (e.g. '%%y%%m%%d %%H%%M%%S'), or "
+                                              "epoch; json/logfmt/syslog default: numbers epoch, strings ISO 8601")
     p.add_argument("--split", choices=["random", "chronological"],
                    help="default: random for sessions, chronological for windows")
     p.add_argument("--train-ratio", type=float, default=0.8, help="share of sequences (or lines) for training (default 0.8)")
@@ -95,7 +104,8 @@ def options_from_args(args: argparse.Namespace) -> PrepareOptions:
     if max_unparsed is None:  # an explicit "--on-unparsed keep" says such lines are expected
         max_unparsed = 1.0 if args.on_unparsed == "keep" else 0.2
     return PrepareOptions(
-        family=args.family, inputs=tuple(inputs), labels=args.labels, format=args.format, mask=args.mask,
+        family=args.family, inputs=tuple(inputs), labels=args.labels, format=args.format,
+        message_field=args.message_field, level_field=args.level_field, mask=args.mask,
         on_unparsed=args.on_unparsed or "keep", max_unparsed=max_unparsed, missing_labels=args.missing_labels, label_field=args.label_field,
         normal_values=tuple(args.normal_value) if args.normal_value else ("-",),
         session_regex=args.session_regex, window=args.window, step=args.step, time_window=args.time_window,

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from logllm.data.formats import FAMILY_FORMATS, LogFormat
 from logllm.data.masking import Masking, MaskSpec, masking_from_options, resolve_masking
+from logllm.data.structured import STRUCTURED_FORMATS
 from logllm.errors import ConfigError
 
 Family = Literal["hdfs", "bgl", "thunderbird", "liberty", "spirit", "custom", "logllm-csv"]
@@ -24,6 +25,8 @@ SplitMode = Literal["random", "chronological"]
 LabelRule = Literal["first_token", "field", "none"]
 
 HDFS_SESSION_REGEX = r"blk_-?\d+"
+#: ``--format auto``: `prepare` picks the format from the first lines (see logllm.data.autodetect)
+AUTO = "auto"
 DEFAULT_MAX_LINE_CHARS = 100_000
 
 
@@ -36,6 +39,24 @@ def parse_duration(text: str) -> float:
     if value <= 0:
         raise ConfigError(f"--time-window {text!r} must be positive")
     return value
+
+
+def _structured_updates(o: PrepareOptions) -> dict[str, Any]:
+    """Defaults and checks of the options of structured formats (json, logfmt, syslog)."""
+    if not (o.is_structured or o.format == AUTO):
+        for name, value in (("--message-field", o.message_field), ("--level-field", o.level_field)):
+            if value:
+                raise ConfigError(f"{name} {value!r} names a key of structured lines; it needs --format "
+                                  f"json, logfmt, syslog or auto (not {o.format or 'the family format'!r})")
+        return {}
+    for name, value in (("--message-field", o.message_field), ("--level-field", o.level_field),
+                        ("--label-field", o.label_field), ("--timestamp-field", o.timestamp_field)):
+        if value is not None and (not value.strip() or any(not part for part in value.split("."))):
+            raise ConfigError(f"{name} {value!r} is not a key: use a key, or a dotted path such as log.msg")
+    if o.format == "syslog":
+        return {"message_field": o.message_field or "message",
+                "timestamp_field": o.timestamp_field or ("timestamp" if o.time_window else None)}
+    return {}
 
 
 @dataclass(frozen=True)
@@ -51,8 +72,17 @@ class PrepareOptions:
     inputs: tuple[str, ...] = ()
     #: labels file (``BlockId,Label`` for hdfs; ``<id>,<label>`` for custom sessions)
     labels: str | None = None
-    #: Loghub-style format string; None = the family's format
+    #: Loghub-style format string; json, logfmt or syslog (structured lines, see
+    #: :mod:`logllm.data.structured`); auto (`prepare` picks one from the first lines and records it,
+    #: see :mod:`logllm.data.autodetect`); None = the family's format
     format: str | None = None
+    #: json / logfmt: the key of the message (a dotted path reads nested objects, e.g. ``log.msg``);
+    #: None = the first of ``message``, ``msg``, ``log``, ... that the first records hold (found by
+    #: `prepare`, recorded resolved). syslog: ``message`` (the MSG part)
+    message_field: str | None = None
+    #: json / logfmt / syslog: the key of the severity; its value is put in front of the message
+    #: (``ERROR connection refused``). None = the level is not part of the message (as Loghub's <Level>)
+    level_field: str | None = None
     #: masking: "paper", "none", a TOML file of [[mask]] entries, or a Masking; resolved() makes it the
     #: Masking (the manifest records its name as ``mask`` and its list as ``mask_instructions``)
     mask: MaskSpec = "paper"
@@ -103,7 +133,15 @@ class PrepareOptions:
         return "windows"
 
     @property
+    def is_structured(self) -> bool:
+        """The lines are structured records (json, logfmt, syslog), not text read by a format string."""
+        return self.format in STRUCTURED_FORMATS
+
+    @property
     def log_format(self) -> LogFormat:
+        if self.is_structured or self.format == AUTO:
+            raise ConfigError(f"--format {self.format} is not a Loghub format string; its lines are read by "
+                              "logllm.data.records.line_parser(options)")
         return LogFormat.parse(self.format or FAMILY_FORMATS.get(self.family, "<Content>"))
 
     def resolved(self) -> PrepareOptions:
@@ -134,20 +172,31 @@ class PrepareOptions:
             raise ConfigError(f"--max-line-chars {o.max_line_chars} must be positive")
         if o.family == "logllm-csv":
             return replace(o, split=None, format=None, label_rule="none")
-        fmt = o.log_format  # validates the format string
-        updates: dict[str, Any] = {"format": fmt.text}
+        # Text read by a format string has header fields to check names against; structured records
+        # (and auto, resolved by prepare from the first lines) have keys known only from the data.
+        text = not (o.is_structured or o.format == AUTO)
+        fmt = o.log_format if text else None  # validates the format string
+        updates: dict[str, Any] = {"format": fmt.text if fmt else o.format}
+        updates.update(_structured_updates(o))
         if o.family == "hdfs":
             updates.update(session_regex=o.session_regex or HDFS_SESSION_REGEX, label_rule=o.label_rule or "none")
-        elif o.family in WINDOWED_FAMILIES:
+        elif o.family in WINDOWED_FAMILIES and text:
             updates.update(label_rule=o.label_rule or "first_token")
-        else:  # custom
-            if o.label_rule is None:
-                updates["label_rule"] = "field" if o.label_field else "none"
+        elif o.family in WINDOWED_FAMILIES and o.format == AUTO:
+            pass  # the label rule follows the format `prepare` picks
+        elif o.family in WINDOWED_FAMILIES and not o.label_field and o.label_rule != "none":
+            raise ConfigError(f"{o.family} with --format {o.format} needs --label-field KEY (the key that holds "
+                              "each line's label; '-' or --normal-value means normal)")
+        elif o.label_rule is None:
+            updates["label_rule"] = "field" if o.label_field else "none"
         label_rule = updates.get("label_rule", o.label_rule)
+        if label_rule == "first_token" and not text:
+            raise ConfigError(f"--format {o.format}: a record has no first token to read a label from; "
+                              "name the label's key with --label-field")
         if label_rule == "field":
             if not o.label_field:
                 raise ConfigError("--label-rule field needs --label-field NAME (a field of --format)")
-            if o.label_field not in fmt.header_fields:
+            if fmt and o.label_field not in fmt.header_fields:
                 raise ConfigError(f"--label-field {o.label_field!r} is not a header field of --format "
                                   f"{fmt.text!r} (fields: {', '.join(fmt.header_fields)})")
         if o.session_regex or o.family == "hdfs":
@@ -162,10 +211,15 @@ class PrepareOptions:
             parse_duration(o.time_window)
             if o.window:
                 raise ConfigError("use either --window (lines) or --time-window (time), not both")
-            if not o.timestamp_field or not o.timestamp_format:
+            ts_field = updates.get("timestamp_field", o.timestamp_field)
+            if text and (not ts_field or not o.timestamp_format):
                 raise ConfigError("--time-window needs --timestamp-field (a field of --format, or several "
                                   "joined by ',') and --timestamp-format (strftime, or 'epoch')")
-            for name in o.timestamp_field.split(","):
+            if not ts_field:
+                raise ConfigError(f"--time-window with --format {o.format} needs --timestamp-field KEY (the "
+                                  "key of the time; --timestamp-format optional: without it a number is "
+                                  "seconds since 1970 and a string ISO 8601)")
+            for name in ts_field.split(",") if fmt else ():
                 if name not in fmt.header_fields:
                     raise ConfigError(f"--timestamp-field {name!r} is not a header field of --format "
                                       f"{fmt.text!r} (fields: {', '.join(fmt.header_fields)})")

@@ -8,7 +8,9 @@ The input is read in chunks of whole lines. For the built-in families with paper
 processed once per *distinct digit-normalised line* (masking, format matching and label rules do not
 depend on which digits a line holds; see :mod:`logllm.data.masking`), which is what makes it fast;
 custom formats go through :class:`logllm.data.parsing.LineParser` line by line (in polars). Both give
-identical output (tested).
+identical output (tested). Structured lines (json, logfmt, syslog) go through
+:class:`logllm.data.records.StructuredParser`; ``--format auto`` is resolved first
+(:mod:`logllm.data.autodetect`).
 
 This module drives the steps; the session ids of a chunk come from :mod:`logllm.data.grouping`, the
 input check from :mod:`logllm.data.checks`, the manifest and summary from :mod:`logllm.data.result`.
@@ -29,14 +31,16 @@ import numpy.ma  # noqa: F401  (polars looks for masked arrays whenever it build
 import polars as pl
 
 from logllm.data import linescan, threads
+from logllm.data.autodetect import resolve_format
 from logllm.data.checks import Counts, check_input
 from logllm.data.dataset import PreparedWriter
 from logllm.data.grouping import session_ids
 from logllm.data.labels import read_labels
 from logllm.data.masking import mask_series
 from logllm.data.options import HDFS_SESSION_REGEX, WINDOWED_FAMILIES, PrepareOptions, parse_duration
-from logllm.data.parsing import LineParser, ParsedBatch, clip
+from logllm.data.parsing import ParsedBatch, clip
 from logllm.data.readers import LineChunk, LineReader, group_lines, lines_series
+from logllm.data.records import line_parser, unparsed_reason
 from logllm.data.result import PrepareResult, build_manifest, drop_unused_messages, dropped_text
 from logllm.data.splits import chronological_bounds, random_split
 from logllm.data.windows import (
@@ -89,13 +93,15 @@ class _Preparer:
         self.pool = pool  # the byte passes' helper thread (threads.part_pool), owned by prepare()
         self.messages = _Messages()
         self.counts = Counts()
-        self.keep_parser = LineParser(replace(options, on_unparsed="keep"), check_fields=True)
-        self.fmt = self.keep_parser.format
+        self.keep_parser = line_parser(replace(options, on_unparsed="keep"), check_fields=True)
+        structured = options.is_structured  # json, logfmt, syslog: logllm.data.records, line by line
+        self.fmt = None if structured else self.keep_parser.format
+        self.format_text = self.keep_parser.format_text if structured else self.fmt.text
         self.chunk_bytes = chunk_bytes
         self.progress = progress
         self.session_rx = options.session_regex if options.sequence_kind == "sessions" else None
         # Whole-chunk shortcuts are valid when nothing downstream needs the digits of a line.
-        self.fast = (options.masking.is_paper and not self.fmt.literal_has_digit
+        self.fast = (not structured and options.masking.is_paper and not self.fmt.literal_has_digit
                      and options.family in ("hdfs", *WINDOWED_FAMILIES)
                      and (options.family != "hdfs" or options.session_regex == HDFS_SESSION_REGEX)
                      and not any(ch.isdigit() for v in options.normal_values for ch in v)
@@ -188,9 +194,9 @@ class _Preparer:
             c.unparsed += len(bad)
             if o.on_unparsed == "fail":
                 i = int(bad[0])
-                raise DataError(f"{self._where(chunk, i)}: line does not match the log format "
-                                f"{self.fmt.text!r}: {clip(self._raw_line(chunk, i))!r}. "
-                                "Fix --format, or pass --on-unparsed keep (content-only) or skip")
+                raw = self._raw_line(chunk, i)
+                raise DataError(f"{self._where(chunk, i)}: {unparsed_reason(self.keep_parser, raw)}: "
+                                f"{clip(raw)!r}. Fix --format, or pass --on-unparsed keep (content-only) or skip")
             room = MAX_EXAMPLES - len(c.unparsed_examples)
             c.unparsed_examples += [self._where(chunk, int(i)) for i in bad[:max(room, 0)]]
             text = bad[~blank(bad)]  # blank lines say nothing about the format
@@ -287,7 +293,7 @@ class _Preparer:
         if self.counts.lines == 0:
             raise DataError(f"no lines in range --start-line {o.start_line} --end-line {o.end_line} "
                             f"(the inputs have {self.reader.lines_read:,} lines)")
-        check_input(self.o, self.counts, self.reader.invalid_utf8, self.fmt.text)
+        check_input(self.o, self.counts, self.reader.invalid_utf8, self.format_text)
         columns = {k: np.concatenate(v) for k, v in self.parts.items() if v}
         self.parts.clear()
         table = pl.DataFrame(columns).with_columns(pl.col("label").replace(-1, None).cast(pl.Int8))
@@ -304,6 +310,12 @@ class _Preparer:
         return splits, extra
 
     def _no_line_parses(self, chunk: LineChunk) -> None:
+        if self.fmt is None:
+            raw = self._raw_line(chunk, 0)
+            raise DataError(f"{self.reader.inputs[chunk.file_index].path}: none of the first {chunk.n_lines:,} "
+                            f"lines is a {self.format_text} record; line {chunk.first_line}: "
+                            f"{unparsed_reason(self.keep_parser, raw)}: {clip(raw)!r}. Pass the right --format "
+                            "(or --format auto), or --message-field KEY")
         raise DataError(f"{self.reader.inputs[chunk.file_index].path}: the log format {self.fmt.text!r} "
                         f"matches none of the first {chunk.n_lines:,} lines; first line "
                         f"{chunk.first_line}: {clip(self._raw_line(chunk, 0))!r}. Pass the right --format "
@@ -411,6 +423,10 @@ def _prepare(options: PrepareOptions, out: str | Path, writer: PreparedWriter, *
              progress: bool) -> PrepareResult:
     t0 = time.perf_counter()
     o = options.resolved()
+    detected = None
+    if o.family != "logllm-csv":
+        o, detected = resolve_format(o)  # --format auto, a json/logfmt message key: from the first lines
+        o = o.resolved()
     if o.family == "logllm-csv":
         from logllm.data.csv_import import import_csv
 
@@ -420,6 +436,8 @@ def _prepare(options: PrepareOptions, out: str | Path, writer: PreparedWriter, *
     with threads.part_pool() as pool:
         p = _Preparer(o, chunk_bytes, progress, pool)
         splits, extra = p.run()
+    if detected:
+        extra["format_detection"] = detected
     c = p.counts
     counts = {
         "lines": c.lines, "unparsed_lines": c.unparsed, "skipped_lines": c.skipped,
@@ -430,7 +448,7 @@ def _prepare(options: PrepareOptions, out: str | Path, writer: PreparedWriter, *
     }
     if c.unparsed:
         log.warning("%d of %d lines do not match the format %r (%s); first: %s", c.unparsed, c.lines,
-                    p.fmt.text, o.on_unparsed, ", ".join(c.unparsed_examples))
+                    p.format_text, o.on_unparsed, ", ".join(c.unparsed_examples))
     counts["dropped_lines"] = _dropped_lines(p, c)
     messages, splits = drop_unused_messages(p.messages.texts, splits)
     manifest = build_manifest(o, splits, len(messages), [i.to_dict() for i in p.reader.inputs], counts, extra,

@@ -37,7 +37,7 @@ class Preprocessor(Protocol):
 
 
 # `prepare` options a user may change for detection (the same flags as `prepare`).
-OVERRIDABLE = ("format", "mask", "on_unparsed", "window", "step", "session_regex", "time_window",
+OVERRIDABLE = ("format", "message_field", "level_field", "mask", "on_unparsed", "window", "step", "session_regex", "time_window",
                "timestamp_field", "timestamp_format", "max_line_chars", "label_rule", "label_field")
 
 # `prepare` options that describe the training data rather than how a line is read: detection sets
@@ -48,8 +48,9 @@ TRAINING_ONLY: dict[str, Any] = {"labels": None, "missing_labels": "fail", "star
 
 
 class RunPreprocessor:
-    """The data package's own parsing and masking (`logllm.data.parsing.LineParser`, `mask_series`),
-    so new lines become messages exactly as the training data did.
+    """The data package's own parsing and masking (`logllm.data.parsing.LineParser`, or
+    `logllm.data.records.StructuredParser` for json, logfmt and syslog lines; `mask_series`), so new
+    lines become messages exactly as the training data did.
 
     ``on_unparsed="fail"`` would stop a stream at its first odd line; here such lines are skipped
     and counted instead. Timestamps are read when ``timestamp_field`` and ``timestamp_format`` are
@@ -60,14 +61,20 @@ class RunPreprocessor:
         from dataclasses import replace
 
         from logllm.data.parsing import LineParser
+        from logllm.data.records import StructuredParser
 
         if options.on_unparsed == "fail":
             log.info("on_unparsed=fail in the run's options: in a stream such lines are skipped and counted")
             options = replace(options, on_unparsed="skip")
         self.options = options
-        self.parser = LineParser(options)
         o = options
-        self.ts_fields = o.timestamp_field.split(",") if (o.timestamp_field and o.timestamp_format) else []
+        self.parser: LineParser | StructuredParser
+        if o.is_structured:  # a record's time is read by the parser (no --timestamp-format needed)
+            self.parser = StructuredParser(options, timestamps=bool(o.timestamp_field))
+            self.ts_fields: list[str] = []
+        else:
+            self.parser = LineParser(options)
+            self.ts_fields = o.timestamp_field.split(",") if (o.timestamp_field and o.timestamp_format) else []
 
     def parse(self, lines: list[str]) -> ParsedBatch:
         import polars as pl
@@ -88,7 +95,7 @@ class RunPreprocessor:
     def _timestamps(self, series: Any) -> list[float | None]:
         import polars as pl
 
-        fields = self.parser.format.extract(series, self.ts_fields)
+        fields = self.parser.format.extract(series, self.ts_fields)  # type: ignore[union-attr]
         text = fields.select(pl.concat_str([pl.col(f) for f in self.ts_fields], separator=" ")).to_series()
         if self.options.timestamp_format == "epoch":
             ts = text.str.strip_chars().cast(pl.Float64, strict=False)
@@ -130,6 +137,13 @@ def preprocessor_from_manifest(manifest: dict[str, Any], overrides: dict[str, An
                  "use detect's own --start-line/--end-line for a line range", where,
                  ", ".join(f"{k}={v!r}" for k, v in unused.items()))
     options = replace(options, **TRAINING_ONLY)
+    if changes.get("format") == "auto":
+        raise ConfigError(f"--log-format auto: detection reads lines as the run's data was prepared ({where}: "
+                          f"format {options.format!r}); `auto` is resolved once, by `logllm prepare`. Pass a "
+                          "format (a Loghub format string, json, logfmt or syslog) or leave it out")
+    if changes.get("format") and changes["format"] not in ("json", "logfmt", "syslog"):
+        changes.setdefault("message_field", None)  # keys of the run's structured lines: not of text
+        changes.setdefault("level_field", None)
     if changes.get("session_regex"):
         changes.update(window=None, step=None, time_window=None)
     elif changes.get("window") or changes.get("time_window"):
