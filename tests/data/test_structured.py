@@ -84,23 +84,25 @@ def bgl_variants(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.mark.parametrize(("fmt", "family", "label_field"), [
     ("json", "custom", "label"), ("json", "bgl", "label"), ("logfmt", "custom", "label"),
-    ("syslog", "custom", SD_LABEL), ("auto", "custom", "label")])
+    ("syslog", "custom", SD_LABEL), ("auto", "custom", "label"), ("auto-text", "custom", "Label")])
 def test_bgl_rewritten_prepares_like_the_text(bgl_variants: dict[str, Path], tmp_path: Path, fmt: str,
                                               family: str, label_field: str) -> None:
     text_manifest, expected = prepared(prepare(PrepareOptions(family="bgl", inputs=(str(bgl_variants["text"]),)),
                                                tmp_path / "text").out)
-    source = bgl_variants["json" if fmt == "auto" else fmt]
-    result = prepare(PrepareOptions(family=family, format=fmt, label_field=label_field,  # type: ignore[arg-type]
+    source = bgl_variants[{"auto": "json", "auto-text": "text"}.get(fmt, fmt)]
+    result = prepare(PrepareOptions(family=family, format=fmt[:4] if fmt.startswith("auto") else fmt,
+                                    label_field=label_field,  # type: ignore[arg-type]
                                     inputs=(str(source),)), tmp_path / "structured")
     manifest, got = prepared(result.out)
     assert len(got) == 20 and sum(1 for r in got if r[2] == 1) == 12  # README: 20 windows, 12 anomalous
     assert got == expected
     assert manifest["unparsed_lines"] == 0 and manifest["distinct_messages"] == text_manifest["distinct_messages"]
     o = manifest["options"]
-    assert o["format"] == ("json" if fmt == "auto" else fmt) and o["label_rule"] == "field"
-    assert o["message_field"] == {"json": "message", "logfmt": "msg", "syslog": "message", "auto": "message"}[fmt]
-    if fmt == "auto":
-        assert manifest["format_detection"]["picked"] == "json" and manifest["format_detection"]["rate"] == 1.0
+    picked = {"auto": "json", "auto-text": FAMILY_FORMATS["bgl"]}.get(fmt, fmt)
+    assert o["format"] == picked and o["label_rule"] == "field"
+    assert o["message_field"] == {"json": "message", "logfmt": "msg", "syslog": "message", "auto": "message"}.get(fmt)
+    if fmt.startswith("auto"):
+        assert manifest["format_detection"]["format"] == picked and manifest["format_detection"]["rate"] == 1.0
     else:
         assert "format_detection" not in manifest
 
@@ -162,7 +164,7 @@ def test_bad_records_follow_on_unparsed(tmp_path: Path) -> None:
     m, rows = prepared(prepare(PrepareOptions(on_unparsed="skip", **base), tmp_path / "skip").out)  # type: ignore[arg-type]
     assert m["skipped_lines"] == 3 and m["dropped_lines"] == {"skipped_unparsed": 3}
     assert all(n not in (5, 12, 20) for r in rows for n in r[3])
-    with pytest.raises(DataError, match=rf"app.jsonl:5: invalid JSON \(Unterminated string .*\): "
+    with pytest.raises(DataError, match=r"app.jsonl:5: invalid JSON \(Unterminated string .*\): "
                                         r"'\{\"label\": \"FAIL\"" ):
         prepare(PrepareOptions(on_unparsed="fail", **base), tmp_path / "fail")  # type: ignore[arg-type]
     lines = path.read_text().splitlines()

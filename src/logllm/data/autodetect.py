@@ -169,7 +169,8 @@ def resolve_format(options: PrepareOptions) -> tuple[PrepareOptions, dict[str, A
              found.candidate.name, found.format,
              f", message key {found.message_field!r}" if found.message_field else "", 100 * found.rate,
              found.lines, where, others)
-    if o.family == "custom" and found.candidate.name in FAMILY_FORMATS and "Label" in found.format:
+    if (o.family == "custom" and found.candidate.name in FAMILY_FORMATS and "Label" in found.format
+            and not o.label_field):
         log.warning("--format auto: the lines look like %s logs, whose first token is each line's label; "
                     "`logllm prepare %s` reads it (custom reads it with --label-field Label)",
                     found.candidate.name, found.candidate.name)

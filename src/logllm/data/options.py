@@ -216,7 +216,7 @@ class PrepareOptions:
                 raise ConfigError("--time-window needs --timestamp-field (a field of --format, or several "
                                   "joined by ',') and --timestamp-format (strftime, or 'epoch')")
             if not ts_field:
-                raise ConfigError(f"--time-window with --format {o.format} needs --timestamp-field KEY (the "
+                raise ConfigError(f"--time-window with --format {o.format} needs --time-field KEY (or --timestamp-field: the "
                                   "key of the time; --timestamp-format optional: without it a number is "
                                   "seconds since 1970 and a string ISO 8601)")
             for name in ts_field.split(",") if fmt else ():
