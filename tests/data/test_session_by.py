@@ -301,3 +301,34 @@ def test_cli_dir_sessions_and_errors(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert PreparedData(tmp_path / "out").manifest["options"]["session_by"] == "dir"
     assert main([*args[:3], str(root / "abnormal_label.txt"), *args[4:], str(tmp_path / "out2")]) == 2
     assert "with --session-by dir each --log is a folder" in capsys.readouterr().err
+
+
+def test_overlapping_windows_inside_folders_split_by_dir(tmp_path: Path) -> None:
+    root = hadoop_tree(tmp_path / "Hadoop", lines=4)
+    result = prepare(dir_options(root, window=3, step=2, split="random", split_by="dir", train_ratio=0.5),
+                     tmp_path / "out")
+    seqs = all_sequences(PreparedData(result.out))
+    split_of = {}
+    for sid, split in zip(seqs["sequence_id"].str.split("#").list.first(), seqs["split"]):
+        split_of.setdefault(sid, set()).add(split)
+    assert len(split_of) == 6 and all(len(s) == 1 for s in split_of.values())
+    assert result.manifest["split_groups"]["per_split"] == {"train": 3, "test": 3}
+
+
+def test_split_by_file_joins_files_that_one_session_spans(tmp_path: Path) -> None:
+    logs = {"a.log": ["req-1 start", "req-2 start"], "b.log": ["req-1 end", "req-3 start"],
+            "c.log": ["req-4 start", "req-4 end"], "d.log": ["req-5 start"]}
+    for name, lines in logs.items():
+        (tmp_path / name).write_text("".join(f"2015-10-17 10:00:0{i} {t}\n" for i, t in enumerate(lines)))
+    result = prepare(PrepareOptions(family="custom", inputs=tuple(str(tmp_path / n) for n in logs),
+                                    format="<Date> <Time> <Content>", session_regex=r"req-[0-9]+",
+                                    split_by="file", train_ratio=0.5, seed=1), tmp_path / "out")
+    groups = result.manifest["split_groups"]
+    assert (groups["files"], groups["groups"]) == (4, 3)  # a.log and b.log share req-1
+    seqs = all_sequences(PreparedData(result.out))
+    split_of_file: dict[int, set[str]] = {}
+    for split, files in zip(seqs["split"], seqs["file_index"]):
+        for f in set(files):
+            split_of_file.setdefault(f, set()).add(split)
+    assert all(len(s) == 1 for s in split_of_file.values())
+    assert split_of_file[0] == split_of_file[1]

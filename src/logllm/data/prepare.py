@@ -10,8 +10,9 @@ depend on which digits a line holds; see :mod:`logllm.data.masking`), which is w
 custom formats go through :class:`logllm.data.parsing.LineParser` line by line (in polars). Both give
 identical output (tested).
 
-This module drives the steps; the session ids of a chunk come from :mod:`logllm.data.grouping`, the
-input check from :mod:`logllm.data.checks`, the manifest and summary from :mod:`logllm.data.result`.
+This module drives the steps; the session ids of a chunk come from :mod:`logllm.data.grouping` (files
+and folders as sessions from :mod:`logllm.data.file_sessions`), the input check from
+:mod:`logllm.data.checks`, the manifest and summary from :mod:`logllm.data.result`.
 A run's helper threads (the byte passes' :func:`logllm.data.threads.part_pool`, the parse and side-work
 threads) are created by the run and closed with it.
 """
