@@ -180,6 +180,19 @@ def test_a_bad_file_stops_the_run_with_on_unparsed_fail(tmp_path: Path) -> None:
         prepare(dir_options(root, on_unparsed="fail"), tmp_path / "out")
 
 
+
+def test_cli_summary_names_the_bad_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from logllm.cli import main
+
+    root, broken = broken_tree(tmp_path)
+    assert main(["prepare", "custom", "--log", str(root), "--format", HADOOP_FORMAT, "--session-by", "dir",
+                 "--labels", str(root / "abnormal_label.txt"), "--labels-format", "loghub-hadoop",
+                 "--on-unparsed", "skip", "--no-progress", "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert f"unreadable or cut-short files: {len(broken)} (skip), e.g.:\n    {broken[0]}: cannot read" in out
+    assert f"--log {broken[-1]}: file is empty (0 bytes)" in out
+
+
 def folder_of_file_sessions(root: Path, folders: int = 12, files: int = 3) -> dict[str, int]:
     """``folders`` folders of ``files`` logs each; every file of folder k is anomalous when k % 3 == 0.
     Returns the labels, keyed by the path relative to ``root``."""

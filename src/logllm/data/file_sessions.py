@@ -250,5 +250,5 @@ def layout_summary(manifest: dict) -> list[str]:
     bad = layout.get("bad_files") or []
     if bad:
         out.append(f"  unreadable or cut-short files: {len(bad):,} ({layout.get('bad_files_policy')}), e.g.:")
-        out += [f"    {b['path']}: {b['error']}" for b in bad[:MAX_EXAMPLES]]
+        out += [f"    {b['error']} ({b['lines_read']:,} line(s) read)" for b in bad[:MAX_EXAMPLES]]
     return out
