@@ -79,6 +79,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--test", metavar="CSV", help="logllm-csv: the reference code's test CSV")
     p.add_argument("--val", metavar="CSV", help="logllm-csv: an optional validation CSV")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--session-by", choices=["file", "dir"],
+                   help="sessions from the inputs' layout: each file is one (a --log folder stands for its files), "
+                        "or each folder under the --log roots is one, its files read in name order. Session ids "
+                        "(the --labels keys): the file's path relative to its --log folder (its name when given "
+                        "directly), or the folder's name. --window N cuts windows inside each session")
+    p.add_argument("--labels-format", choices=["csv", "loghub-hadoop"], default="csv",
+                   help="how --labels is read: csv (id,label with a header; default) or loghub-hadoop (Loghub's "
+                        "Hadoop abnormal_label.txt: 'Normal:' lists normal applications, other headings anomalous)")
+    p.add_argument("--split-by", choices=["sequence", "file", "dir"], default="sequence",
+                   help="what --split keeps whole: each sequence (default), or all sequences of one input file / "
+                        "one folder, so that no file or folder has sequences in two splits")
     p.set_defaults(func=handler)
 
 
@@ -111,7 +122,8 @@ def options_from_args(args: argparse.Namespace) -> PrepareOptions:
         session_regex=args.session_regex, window=args.window, step=args.step, time_window=args.time_window,
         timestamp_field=args.timestamp_field, timestamp_format=args.timestamp_format, split=args.split,
         train_ratio=args.train_ratio, val_ratio=args.val_ratio, seed=args.seed, start_line=args.start_line,
-        end_line=args.end_line, max_line_chars=args.max_line_chars, csv_splits=csv_splits)
+        end_line=args.end_line, max_line_chars=args.max_line_chars, csv_splits=csv_splits,
+        session_by=args.session_by, labels_format=args.labels_format, split_by=args.split_by)
 
 
 def check_out_folder(out: str, what: str = "--out") -> None:
@@ -144,5 +156,7 @@ def handler(args: argparse.Namespace) -> int:
     options.resolved()  # option errors (e.g. --seed -1) before the folder check, both before any reading
     check_out_folder(args.out)
     result = prepare(options, args.out, progress=not (args.no_progress or args.quiet), overwrite=args.overwrite)
-    print(result.summary())
+    from logllm.data.file_sessions import layout_summary
+
+    print("\n".join([result.summary(), *layout_summary(result.manifest)]))
     return 0

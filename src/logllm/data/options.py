@@ -23,6 +23,12 @@ OnUnparsed = Literal["keep", "skip", "fail"]
 MissingLabels = Literal["fail", "drop", "keep"]
 SplitMode = Literal["random", "chronological"]
 LabelRule = Literal["first_token", "field", "none"]
+SessionBy = Literal["file", "dir"]
+SESSION_BY: tuple[str, ...] = ("file", "dir")
+LabelsFormat = Literal["csv", "loghub-hadoop"]
+LABELS_FORMATS: tuple[str, ...] = ("csv", "loghub-hadoop")
+SplitBy = Literal["sequence", "file", "dir"]
+SPLIT_BY: tuple[str, ...] = ("sequence", "file", "dir")
 
 HDFS_SESSION_REGEX = r"blk_-?\d+"
 #: ``--format auto``: `prepare` picks the format from the first lines (see logllm.data.autodetect)
@@ -57,6 +63,22 @@ def _structured_updates(o: PrepareOptions) -> dict[str, Any]:
         return {"message_field": o.message_field or "message",
                 "timestamp_field": o.timestamp_field or ("timestamp" if o.time_window else None)}
     return {}
+
+
+def _check_session_by(o: PrepareOptions) -> None:
+    """The options that ``--session-by file|dir`` cannot be combined with (ConfigError naming them)."""
+    if o.session_by is None:
+        return
+    if o.session_by not in SESSION_BY:
+        raise ConfigError(f"--session-by {o.session_by!r}: choose one of {', '.join(SESSION_BY)}")
+    if o.family == "hdfs":
+        raise ConfigError("--session-by is for custom and the windowed families; hdfs sessions are block ids")
+    if o.session_regex or o.time_window:
+        raise ConfigError(f"--session-by {o.session_by} makes the sessions: drop --session-regex / --time-window "
+                          "(use --window N for windows inside each session)")
+    if o.start_line is not None or o.end_line is not None:
+        raise ConfigError(f"--start-line/--end-line count lines over one stream; with --session-by {o.session_by} "
+                          "choose the files or folders to read instead")
 
 
 @dataclass(frozen=True)
@@ -120,12 +142,21 @@ class PrepareOptions:
     max_line_chars: int = DEFAULT_MAX_LINE_CHARS
     #: logllm-csv: the split of each input file
     csv_splits: tuple[str, ...] = field(default=())
+    #: sequences from the layout of the inputs: each file is one ("file"), or each folder under the
+    #: ``inputs`` roots is one, its files read in name order ("dir"); None: regex sessions or windows
+    session_by: SessionBy | None = None
+    #: how ``labels`` is read: a CSV ``id,label`` with a header, or Loghub's Hadoop abnormal_label.txt
+    labels_format: LabelsFormat = "csv"
+    #: what a split keeps whole: each sequence, or all sequences of an input file / of a folder
+    split_by: SplitBy = "sequence"
 
     # ---- derived -------------------------------------------------------------------------------
     @property
-    def sequence_kind(self) -> Literal["sessions", "windows", "time_windows", "csv"]:
+    def sequence_kind(self) -> Literal["sessions", "files", "windows", "time_windows", "csv"]:
         if self.family == "logllm-csv":
             return "csv"
+        if self.session_by:
+            return "files"
         if self.family == "hdfs" or self.session_regex:
             return "sessions"
         if self.time_window:
@@ -170,7 +201,16 @@ class PrepareOptions:
             raise ConfigError(f"--end-line {o.end_line} is before --start-line {o.start_line or 1}")
         if o.max_line_chars < 1:
             raise ConfigError(f"--max-line-chars {o.max_line_chars} must be positive")
+        if o.labels_format not in LABELS_FORMATS:
+            raise ConfigError(f"--labels-format {o.labels_format!r}: choose one of {', '.join(LABELS_FORMATS)}")
+        if o.labels_format != "csv" and not o.labels:
+            raise ConfigError(f"--labels-format {o.labels_format} needs --labels FILE (e.g. abnormal_label.txt)")
+        if o.split_by not in SPLIT_BY:
+            raise ConfigError(f"--split-by {o.split_by!r}: choose one of {', '.join(SPLIT_BY)}")
         if o.family == "logllm-csv":
+            if o.session_by or o.split_by != "sequence":
+                raise ConfigError("logllm-csv keeps the sequences and the split of its CSVs: drop --session-by "
+                                  "and --split-by")
             return replace(o, split=None, format=None, label_rule="none")
         # Text read by a format string has header fields to check names against; structured records
         # (and auto, resolved by prepare from the first lines) have keys known only from the data.
@@ -178,6 +218,11 @@ class PrepareOptions:
         fmt = o.log_format if text else None  # validates the format string
         updates: dict[str, Any] = {"format": fmt.text if fmt else o.format}
         updates.update(_structured_updates(o))
+
+
+        _check_session_by(o)
+        fmt = o.log_format  # validates the format string
+        updates: dict[str, Any] = {"format": fmt.text}
         if o.family == "hdfs":
             updates.update(session_regex=o.session_regex or HDFS_SESSION_REGEX, label_rule=o.label_rule or "none")
         elif o.family in WINDOWED_FAMILIES and text:
@@ -223,7 +268,7 @@ class PrepareOptions:
                 if name not in fmt.header_fields:
                     raise ConfigError(f"--timestamp-field {name!r} is not a header field of --format "
                                       f"{fmt.text!r} (fields: {', '.join(fmt.header_fields)})")
-        is_windows = not (updates.get("session_regex") or o.session_regex) and not o.time_window
+        is_windows = not (updates.get("session_regex") or o.session_regex) and not o.time_window and not o.session_by
         for name, value in (("--window", o.window), ("--step", o.step)):
             if value is not None and value < 1:
                 raise ConfigError(f"{name} {value} must be a positive number of lines")
@@ -233,18 +278,26 @@ class PrepareOptions:
             if window < 1 or step < 1:
                 raise ConfigError(f"--window {window} and --step {step} must be positive")
             updates.update(window=window, step=step)
-        if o.labels and not (updates.get("session_regex") or o.session_regex):
+        elif o.session_by and o.window:
+            updates.update(step=o.step or o.window)
+        elif o.session_by and o.step:
+            raise ConfigError(f"--step {o.step} needs --window (windows inside each --session-by {o.session_by} session)")
+        sessions = bool(updates.get("session_regex") or o.session_regex or o.session_by)
+        if o.labels and not sessions:
             raise ConfigError(f"--labels {o.labels} labels sessions; windows take their labels from the lines "
-                              "(first token, or --label-field). Drop --labels or use --session-regex")
-        default_split = "random" if (updates.get("session_regex") or o.session_regex) else "chronological"
+                              "(first token, or --label-field). Drop --labels or use --session-regex / --session-by")
+        default_split = "random" if sessions else "chronological"
         updates["split"] = o.split or default_split
         if updates["split"] not in ("random", "chronological"):
             raise ConfigError(f"--split {updates['split']!r}: choose random or chronological")
-        if is_windows and updates["split"] == "random" and updates["step"] < updates["window"]:
+        windowed = is_windows or bool(o.session_by and o.window)
+        if (windowed and updates["split"] == "random" and o.split_by == "sequence"
+                and updates.get("step", o.step) < updates.get("window", o.window)):
             raise ConfigError(f"--split random with --step {updates['step']} < --window {updates['window']}: the "
                               "windows overlap, so a random split would put the same lines in train and test. "
-                              "Use --split chronological (windows are built inside each part), or --step "
-                              f"{updates['window']} (windows that do not overlap)")
+                              "Use --split chronological (windows are built inside each part), --split-by "
+                              f"file|dir (whole files or folders per split), or --step {updates.get('window', o.window)} "
+                              "(windows that do not overlap)")
         return replace(o, **updates)
 
     # ---- (de)serialisation ---------------------------------------------------------------------

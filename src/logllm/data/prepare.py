@@ -12,8 +12,9 @@ identical output (tested). Structured lines (json, logfmt, syslog) go through
 :class:`logllm.data.records.StructuredParser`; ``--format auto`` is resolved first
 (:mod:`logllm.data.autodetect`).
 
-This module drives the steps; the session ids of a chunk come from :mod:`logllm.data.grouping`, the
-input check from :mod:`logllm.data.checks`, the manifest and summary from :mod:`logllm.data.result`.
+This module drives the steps; the session ids of a chunk come from :mod:`logllm.data.grouping` (files
+and folders as sessions from :mod:`logllm.data.file_sessions`), the input check from
+:mod:`logllm.data.checks`, the manifest and summary from :mod:`logllm.data.result`.
 A run's helper threads (the byte passes' :func:`logllm.data.threads.part_pool`, the parse and side-work
 threads) are created by the run and closed with it.
 """
@@ -30,19 +31,19 @@ import numpy as np
 import numpy.ma  # noqa: F401  (polars looks for masked arrays whenever it builds a Series from an array)
 import polars as pl
 
-from logllm.data import linescan, threads
+from logllm.data import file_sessions, linescan, threads
 from logllm.data.autodetect import resolve_format
 from logllm.data.checks import Counts, check_input
 from logllm.data.dataset import PreparedWriter
 from logllm.data.grouping import session_ids
-from logllm.data.labels import read_labels
+from logllm.data.labels_hadoop import read_session_labels
 from logllm.data.masking import mask_series
 from logllm.data.options import HDFS_SESSION_REGEX, WINDOWED_FAMILIES, PrepareOptions, parse_duration
 from logllm.data.parsing import ParsedBatch, clip
 from logllm.data.readers import LineChunk, LineReader, group_lines, lines_series
 from logllm.data.records import line_parser, unparsed_reason
 from logllm.data.result import PrepareResult, build_manifest, drop_unused_messages, dropped_text
-from logllm.data.splits import chronological_bounds, random_split
+from logllm.data.splits import chronological_bounds, split_sequences
 from logllm.data.windows import (
     SEQ_AGG,
     SEQUENCE_COLUMNS,
@@ -242,7 +243,13 @@ class _Preparer:
     def run(self) -> tuple[dict[str, pl.DataFrame], dict]:
         o = self.o
         kwargs = {"chunk_bytes": self.chunk_bytes} if self.chunk_bytes else {}
-        self.reader = LineReader(o.inputs, o.start_line, o.end_line, group_lines=self.fast, pool=self.pool, **kwargs)
+        self.layout: file_sessions.SessionLayout | None = None
+        if o.session_by:
+            self.layout = file_sessions.find_session_files(o.inputs, o.session_by, o.labels)
+            self.reader: LineReader | file_sessions.SessionFileReader = file_sessions.SessionFileReader(
+                self.layout.files, strict=o.on_unparsed == "fail", group_lines=self.fast, pool=self.pool, **kwargs)
+        else:
+            self.reader = LineReader(o.inputs, o.start_line, o.end_line, group_lines=self.fast, pool=self.pool, **kwargs)
         with self._helper, self._parse_pool:
             # The labels file is read in a helper thread while the main thread reads the first chunk
             # (mostly in polars, without the GIL). Work that holds the GIL (library versions for the
@@ -256,8 +263,8 @@ class _Preparer:
             elif self.fast:
                 log.info("lines grouped without the C scanner (%s): same output, about 1.5x slower",
                          linescan.unavailable_reason())
-            labels = (self._helper.submit(read_labels, o.labels) if o.labels and o.sequence_kind == "sessions"
-                      else None)
+            labels = (self._helper.submit(read_session_labels, o.labels, o.labels_format)
+                      if o.labels and o.sequence_kind in ("sessions", "files") else None)
             splits = self._run(labels)
             self.versions = self._start_helper_work().result()  # (normally started by the first chunk)
             return splits
@@ -301,8 +308,10 @@ class _Preparer:
         extra: dict = {}
         if kind == "sessions":
             splits, extra = self._sessions(table)
+        elif kind == "files":
+            splits, extra = self._file_sessions(table)
         else:
-            splits = self._windows(table, kind)
+            splits, extra = self._windows(table, kind)
         for name, df in splits.items():
             if len(df) == 0:
                 log.warning("split %r is empty (%d sequences in all); adjust --train-ratio/--val-ratio",
@@ -341,39 +350,70 @@ class _Preparer:
         if len(seqs) == 0:
             raise DataError(f"the session regex {self.session_rx!r} matches nothing in the messages of "
                             f"{len(table):,} lines; check --session-regex (it is applied to <Content>)")
-        missing: dict = {"count": 0, "policy": o.missing_labels, "examples": []}
         if not o.labels and o.family == "hdfs":
             log.warning("no --labels given: %d sessions are unlabeled", len(seqs))
-        if self.labels is not None:
-            labels = self.labels
-            seqs = seqs.drop("label").join(labels, on="sequence_id", how="left", maintain_order="left")
-            miss = seqs.filter(pl.col("label").is_null())["sequence_id"]
-            missing.update(count=len(miss), examples=miss.head(MAX_EXAMPLES).to_list())
-            if len(miss):
-                if o.missing_labels == "fail":
-                    raise DataError(f"--labels {o.labels}: {len(miss):,} of {len(seqs):,} sessions have no label "
-                                    f"(first: {', '.join(missing['examples'])}). Check that the labels file "
-                                    "belongs to this log, or pass --missing-labels drop|keep")
-                log.warning("%d sessions without a label in %s: %s", len(miss), o.labels,
-                            "dropped" if o.missing_labels == "drop" else "kept unlabeled")
-                if o.missing_labels == "drop":
-                    gone = seqs.filter(pl.col("label").is_null())["message_ids"].list.len().sum()
-                    self.dropped["missing_label"] = int(gone)
-                    seqs = seqs.filter(pl.col("label").is_not_null())
-        seqs = seqs.select(SEQUENCE_COLUMNS)
-        if o.split == "random":
-            idx = random_split(len(seqs), o.train_ratio, o.val_ratio, o.seed)
-            splits = {k: seqs[v] for k, v in idx.items()}
-        else:
-            bounds = chronological_bounds(len(seqs), o.train_ratio, o.val_ratio)
-            splits = {k: seqs[lo:hi] for k, (lo, hi) in bounds.items()}
+        seqs, missing = self._join_labels(seqs)
+        splits, split_info = self._split(seqs.select(SEQUENCE_COLUMNS))
         extra = {"missing_labels": missing, "lines_without_session": self.no_session,
-                 "session_memberships": len(rows)}
+                 "session_memberships": len(rows), **split_info}
         if self.no_session:
             self.dropped["no_session"] = self.no_session
         return splits, extra
 
-    def _windows(self, table: pl.DataFrame, kind: str) -> dict[str, pl.DataFrame]:
+    def _join_labels(self, seqs: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
+        """Sessions with their label from ``--labels`` (when given), the ``--missing-labels`` policy
+        applied (drop: the sessions and their lines counted); and the manifest's ``missing_labels``."""
+        o = self.o
+        missing: dict = {"count": 0, "policy": o.missing_labels, "examples": []}
+        if self.labels is None:
+            return seqs, missing
+        seqs = seqs.drop("label").join(self.labels, on="sequence_id", how="left", maintain_order="left")
+        miss = seqs.filter(pl.col("label").is_null())["sequence_id"]
+        missing.update(count=len(miss), examples=miss.head(MAX_EXAMPLES).to_list())
+        if len(miss):
+            if o.missing_labels == "fail":
+                raise DataError(f"--labels {o.labels}: {len(miss):,} of {len(seqs):,} sessions have no label "
+                                f"(first: {', '.join(missing['examples'])}). Check that the labels file "
+                                "belongs to this log, or pass --missing-labels drop|keep")
+            log.warning("%d sessions without a label in %s: %s", len(miss), o.labels,
+                        "dropped" if o.missing_labels == "drop" else "kept unlabeled")
+            if o.missing_labels == "drop":
+                gone = seqs.filter(pl.col("label").is_null())["message_ids"].list.len().sum()
+                self.dropped["missing_label"] = int(gone)
+                seqs = seqs.filter(pl.col("label").is_not_null())
+        return seqs, missing
+
+    def _split(self, seqs: pl.DataFrame) -> tuple[dict[str, pl.DataFrame], dict]:
+        """``--split`` over the sequences, keeping whole files or folders together with ``--split-by``."""
+        o = self.o
+        groups = file_sessions.file_groups([i.path for i in self.reader.inputs], o.split_by, self.layout)
+        return split_sequences(seqs, o.split, o.split_by, o.train_ratio, o.val_ratio, o.seed, groups)
+
+    def _file_sessions(self, table: pl.DataFrame) -> tuple[dict[str, pl.DataFrame], dict]:
+        """``--session-by file|dir``: a sequence per session (or ``--window`` windows inside each), split."""
+        o, layout = self.o, self.layout
+        bad = self.reader.bad_files
+        if bad and o.on_unparsed == "skip":  # (with keep, the lines read before the error stay)
+            out = table["file_index"].is_in([b["file_index"] for b in bad])
+            self.dropped["in_unreadable_files"] = int(out.sum())
+            table = table.filter(~out)
+        sessions = file_sessions.session_sequences(table, layout, None, None, None)
+        without_lines = len(layout.sessions) - len(sessions)
+        sessions, missing = self._join_labels(sessions)
+        if len(sessions) == 0:
+            raise DataError(f"--session-by {o.session_by}: no session is left (of {len(layout.sessions):,}); "
+                            "see the log for files left out and sessions dropped")
+        if o.window:  # windows inside the sessions kept, each with its session's label from --labels
+            keep = set(sessions["sequence_id"])
+            table = table.filter(pl.col("file_index").is_in([i for i, s in enumerate(layout.session_of_file) if s in keep]))
+            labels = sessions.select("sequence_id", "label") if self.labels is not None else None
+            sessions = file_sessions.session_sequences(table, layout, labels, o.window, o.step)
+        splits, split_info = self._split(sessions.select(SEQUENCE_COLUMNS))
+        info = {**layout.to_dict(), "bad_files": bad, "bad_files_policy": o.on_unparsed,
+                "sessions_without_lines": without_lines}
+        return splits, {"missing_labels": missing, "session_files": info, **split_info}
+
+    def _windows(self, table: pl.DataFrame, kind: str) -> tuple[dict[str, pl.DataFrame], dict]:
         """Windows inside each part of the split and each input file: no window crosses a file, as
         in `logllm detect` (a window of a.log's last and b.log's first lines is no real sequence)."""
         o = self.o
@@ -393,16 +433,15 @@ class _Preparer:
                 if between:
                     self.dropped["between_windows"] = self.dropped.get("between_windows", 0) + between
                 return fixed_windows(table, parts, o.window, o.step, start)
-        if o.split == "chronological":
+        if o.split == "chronological" and o.split_by == "sequence":
             bounds = chronological_bounds(n, o.train_ratio, o.val_ratio)
             splits: dict[str, pl.DataFrame] = {}
             index = 0
             for name, b in sorted(bounds.items(), key=lambda kv: kv[1][0]):
                 splits[name], index = build([b], index)
-            return splits
+            return splits, {}
         everything, _ = build([(0, n)], 0)
-        idx = random_split(len(everything), o.train_ratio, o.val_ratio, o.seed)
-        return {k: everything[v] for k, v in idx.items()}
+        return self._split(everything)
 
 
 def prepare(options: PrepareOptions, out: str | Path, *, chunk_bytes: int | None = None,

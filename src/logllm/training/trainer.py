@@ -188,7 +188,17 @@ class Trainer:
                        "oversampling": asdict(self.oversampling), "versions": library_versions()})
         if other_data is not None:
             self._log({"event": "other_data", **other_data})
+        log.info("%s", self.plan_text())
         self._session_start = time.perf_counter()
+
+    def plan_text(self) -> str:
+        """The planned optimiser steps per stage, for the log before training starts."""
+        cfg = self.config
+        steps = [(s.name, 0 if s.skip else self.steps_in_stage(i)) for i, s in enumerate(cfg.stages)]
+        return (f"training plan: {sum(n for _, n in steps):,} optimiser steps ("
+                + ", ".join(f"stage {name} {n:,}" for name, n in steps)
+                + f") over {len(self.samples):,} samples, {cfg.micro_batch} x {cfg.grad_accum} per step; "
+                "fewer: lower the stages' epochs or max_samples in the config")
 
     def _load_checkpoint(self, ckpt: Path) -> None:
         """Resume from ``ckpt``, or from the checkpoint before it when ``ckpt`` does not load (logged)."""
