@@ -141,6 +141,7 @@ class DeepLog(Method):
 
     name = "deeplog"
     supervision = "semi-supervised"
+    uses_vectors = False  # template keys only
     paper = "Du et al., DeepLog, ACM CCS 2017"
     config_class: type = DeepLogConfig
 

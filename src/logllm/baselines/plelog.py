@@ -103,6 +103,7 @@ class PLELog(Method):
 
     name = "plelog"
     supervision = "semi-supervised"
+    uses_templates = False  # message vectors only
     paper = "Yang et al., PLELog, ICSE 2021"
 
     def __init__(self, seed: int = 0, **params: object):
