@@ -237,7 +237,10 @@ class BenchOutputs:
     def _write(self) -> None:
         runs = self.runs()
         missing = [c for c in self.cells if c not in self.done()]
-        meta = {**self.meta, "settings": asdict(self.settings), "templates": self.templates,
+        settings = asdict(self.settings)
+        # the options also at the top level, where benches before `--resume` wrote them
+        meta = {**self.meta, **{k: v for k, v in settings.items() if k not in ("data", "logllm_runs")},
+                "settings": settings, "templates": self.templates,
                 "preprocessing_s": self.preprocessing, "runs_done": len(self.rows),
                 "runs_missing": [list(c) for c in missing], "complete": not missing}
         write_atomic(self.out / META, lambda p: p.write_text(json.dumps(meta, indent=2, default=str) + "\n"))
