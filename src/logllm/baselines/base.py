@@ -76,6 +76,11 @@ class Method(ABC):
     name: ClassVar[str]
     supervision: ClassVar[Supervision]
     paper: ClassVar[str] = ""
+    # What shared per-message work the method reads, so that the bench computes only that
+    # (`logllm.baselines.shared`); undeclared reads still work, computed on first use.
+    uses_templates: ClassVar[bool] = True  # Drain template ids (MethodInput.templates, n_templates)
+    uses_vectors: ClassVar[bool] = True  # Resources.message_vectors (MiniLM sentence vectors)
+    needs_token_vectors: ClassVar[bool] = False  # BenchResources.message_token_vectors
 
     def __init__(self, seed: int = 0, **params: object):
         self.seed = seed

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
@@ -73,6 +74,30 @@ def make_config(cls: type[C], params: dict[str, object], method: str) -> C:
                 raise ConfigError(f"{method}: parameter {name}={value!r} is not a {type(default).__name__}") from err
         values[name] = value
     return cls(**values)
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class EpochProgress:
+    """One log line per training epoch: loss, seconds so far and an estimate of the seconds left.
+
+    Neural baselines can train for many minutes on long sequences; a line per epoch tells the user
+    the bench is moving and when it will be done (``logllm bench`` logs at INFO by default).
+    """
+
+    def __init__(self, name: str, epochs: int, what: str = "loss") -> None:
+        self.name = name
+        self.epochs = epochs
+        self.what = what
+        self.start = time.perf_counter()
+
+    def epoch(self, done: int, loss: float) -> None:
+        """Log the end of epoch ``done`` (1-based) with its ``loss``."""
+        elapsed = time.perf_counter() - self.start
+        left = elapsed / max(done, 1) * (self.epochs - done)
+        log.info("%s epoch %d/%d: %s %.4f (%.1fs, about %.0fs left)", self.name, done, self.epochs, self.what,
+                 loss, elapsed, left)
 
 
 # --------------------------------------------------------------------------- distinct sequences
@@ -177,6 +202,7 @@ def train_classifier(
     losses = []
     total = float(weights.sum())
     lengths = np.asarray([len(x) for x in data.seqs])
+    progress = EpochProgress(name, epochs)
     for epoch in range(epochs):
         model.train()
         # Batches of similar length (little padding), in random order; ties broken at random.
@@ -194,7 +220,7 @@ def train_classifier(
             opt.step()
             running += float((per.detach() * weights[idx]).sum())
         losses.append(running / total)
-        log.debug("%s epoch %d: loss %.4f", name, epoch + 1, losses[-1])
+        progress.epoch(epoch + 1, losses[-1])
     log.info("%s: %d epochs on %d distinct (sequence, label) pairs (%d sequences); final loss %.4f",
              name, epochs, len(data.seqs), int(total), losses[-1] if losses else float("nan"))
     return losses

@@ -48,7 +48,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from logllm.baselines.base import Method, MethodInput, register
-from logllm.baselines.common import PAD, key_vocab_of, make_config, threshold_on_val, torch_setup
+from logllm.baselines.common import (
+    PAD,
+    EpochProgress,
+    key_vocab_of,
+    make_config,
+    threshold_on_val,
+    torch_setup,
+)
 from logllm.metrics import predict
 
 log = logging.getLogger(__name__)
@@ -115,6 +122,7 @@ def train_weighted(
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
     last = float("nan")
+    progress = EpochProgress(name, epochs)
     for epoch in range(epochs):
         perm = torch.randperm(len(x), generator=gen)
         total, weight = 0.0, 0.0
@@ -129,8 +137,7 @@ def train_weighted(
             total += float((loss_each.detach() * w[idx]).sum())
             weight += float(w[idx].sum())
         last = total / max(weight, 1e-12)
-        if epoch == 0 or (epoch + 1) % max(epochs // 5, 1) == 0:
-            log.info("%s epoch %d/%d: loss %.4f", name, epoch + 1, epochs, last)
+        progress.epoch(epoch + 1, last)
     model.eval()
     return last
 
@@ -141,6 +148,7 @@ class DeepLog(Method):
 
     name = "deeplog"
     supervision = "semi-supervised"
+    uses_vectors = False  # template keys only
     paper = "Du et al., DeepLog, ACM CCS 2017"
     config_class: type = DeepLogConfig
 

@@ -116,6 +116,7 @@ class FastLogAD(Method):
 
     name = "fastlogad"
     supervision = "semi-supervised"
+    uses_vectors = False  # template keys only
     paper = "Lin et al., FastLogAD, arXiv 2404.08750, 2024"
 
     def __init__(self, seed: int = 0, **params: object):

@@ -1,8 +1,9 @@
 """The bench: every baseline on the same prepared folder, by the same code path for data and metrics.
 
-`run_bench(data_dir, methods, seeds, out)` loads the prepared folder, fits Drain templates on its
-training split (`templates`), hands each method the inputs its kind of supervision allows, times
-training and testing separately, and writes a Table-II-style summary.
+`run_bench(data_dir, methods, seeds, out)` loads the prepared folder, hands each method the inputs
+its kind of supervision allows, times training and testing separately, and writes a
+Table-II-style summary. Shared work (Drain templates fitted on the training split, MiniLM vectors)
+is done once, just before the first method that declares a use of it (`shared`), and timed apart.
 
 What each kind of method sees (the harness enforces it; the rules are those of `base`):
 
@@ -17,10 +18,12 @@ What each kind of method sees (the harness enforces it; the rules are those of `
 Sequences whose label is unknown are left out of training and of the metrics, and counted.
 
 Metrics are those of the paper (precision, recall, F1 of the anomalous class, Eq. 2-4) plus accuracy,
-and ROC-AUC and PR-AUC of the method's scores where both classes are present (`logllm.metrics`). Outputs in ``out``:
-``runs.csv`` (one row per method and seed), ``table.csv`` and ``table.md`` (mean and sample
-standard deviation over seeds), and ``bench.json`` (data, seeds, parameters, versions, timings of
-the shared preprocessing).
+and ROC-AUC and PR-AUC of the method's scores where both classes are present (`logllm.metrics`). Outputs in ``out``
+(`outputs`, rewritten atomically after each method x seed, so a stopped bench keeps what finished and
+``resume=True`` runs only the rest): ``runs.parquet`` / ``runs.csv`` (one row per method and seed),
+``table.csv`` and ``table.md`` (mean and sample standard deviation over seeds), and ``bench.json``
+(settings, data, seeds, versions, timings of the shared preprocessing, what is still missing).
+A progress line is logged as each run starts and ends (with seconds).
 
 LogLLM joins through the same interface: `RunFolderMethod` wraps a trained run folder
 (``logllm train`` output) as a `Method`; pass run folders as ``logllm_runs``.
@@ -35,7 +38,7 @@ import os
 import pkgutil
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -44,7 +47,9 @@ import polars as pl
 
 from logllm.baselines.base import REGISTRY, Method, MethodInput, Resources, Supervision
 from logllm.baselines.common import distinct
-from logllm.baselines.templates import BenchResources, DrainConfig, build_resources
+from logllm.baselines.outputs import BenchOutputs, BenchSettings, summarize, to_markdown
+from logllm.baselines.shared import SharedWork
+from logllm.baselines.templates import DrainConfig
 from logllm.data.dataset import PreparedData
 from logllm.embeddings import Pooling
 from logllm.errors import ConfigError, DataError
@@ -167,6 +172,8 @@ class RunFolderMethod(Method):
 
     name: ClassVar[str] = "logllm"
     supervision = "supervised"
+    uses_templates: ClassVar[bool] = False  # the model reads the masked texts itself
+    uses_vectors: ClassVar[bool] = False
     paper: ClassVar[str] = "Guan et al., arXiv 2411.08561 (LogLLM)"
 
     def fit(self, train: MethodInput, val: MethodInput | None = None) -> None:
@@ -215,12 +222,16 @@ def run_bench(
     token_vector_fn: Callable[[list[str]], list[np.ndarray]] | None = None,
     command: str = "",
     pooling: Pooling = "mean",
+    resume: bool = False,
 ) -> pl.DataFrame:
     """Run ``methods`` x ``seeds`` on one prepared folder; returns the summary table (one row per method).
 
     ``params`` maps a method name to its keyword parameters (``threads`` is added to every one
     unless given). ``vector_fn`` / ``token_vector_fn`` replace the MiniLM encoder (tests). When
-    ``out`` is given, writes runs.csv, table.csv, table.md and bench.json there.
+    ``out`` is given, every file there is rewritten after each finished run (`outputs.BenchOutputs`),
+    and ``resume=True`` keeps the runs already there and runs only the missing ones (refused when
+    the folder's data or options differ). Shared work (Drain templates, MiniLM vectors) is done
+    just before the first method that needs it (`shared.SharedWork`).
     """
     names = resolve_methods(methods)
     registry = dict(REGISTRY)
@@ -234,126 +245,100 @@ def run_bench(
         names.append(RunFolderMethod.name)
     if not seeds:
         raise ConfigError("--seeds: give at least one seed, e.g. 0,1,2")
+    if resume and out is None:
+        raise ConfigError("--resume needs the output folder of the bench to resume (--out)")
     params = {k: dict(v) for k, v in (params or {}).items()}
     for key in params:
         if key not in registry:
             raise ConfigError(f"--set: unknown method {key!r} in a parameter; registered: {', '.join(sorted(registry))}")
 
     data = PreparedData(data_dir)
-    t0 = time.perf_counter()
-    resources = build_resources(data, drain, vector_fn=vector_fn, token_vector_fn=token_vector_fn,
-                                pooling=pooling)
-    prep = {"templates_s": time.perf_counter() - t0}
-    # Shared per-message work is done once, up front, so that no method's timing carries it
-    # (skipped when no selected method declares a use: `uses_vectors` / `needs_token_vectors`).
-    if any(getattr(registry[n], "uses_vectors", True) for n in names):
-        t0 = time.perf_counter()
-        resources.message_vectors()
-        prep["message_vectors_s"] = time.perf_counter() - t0
-    if any(getattr(registry[n], "needs_token_vectors", False) for n in names) and isinstance(resources, BenchResources):
-        t0 = time.perf_counter()
-        resources.message_token_vectors()
-        prep["token_vectors_s"] = time.perf_counter() - t0
-    inputs: dict[str, BenchInputs] = {}
-    rows = []
-    for name in names:
-        cls = registry[name]
-        if cls.supervision not in inputs:
-            inputs[cls.supervision] = build_inputs(data, resources, cls.supervision, semi_val)
-        inp = inputs[cls.supervision]
-        # One trained run folder is one result, whatever the seeds: it is scored once, not repeated.
-        method_seeds = seeds[:1] if cls is RunFolderMethod and len(logllm_runs) == 1 else seeds
-        for k, seed in enumerate(method_seeds):
-            kw = dict(params.get(name, {}))
-            kw.setdefault("threads", threads)
-            if cls is RunFolderMethod:
-                kw["run"] = str(logllm_runs[k if len(logllm_runs) > 1 else 0])
-            method = cls(seed=seed, **kw)
-            t0 = time.perf_counter()
-            method.fit(inp.train, inp.val)
-            train_s = time.perf_counter() - t0
-            if cls is RunFolderMethod and getattr(method, "trained_seconds", None) is not None:
-                train_s = float(method.trained_seconds)  # type: ignore[attr-defined]
-            t0 = time.perf_counter()
-            scores = np.asarray(method.score(inp.test), dtype=np.float64)
-            pred = np.asarray(method.predict(inp.test)).astype(bool)
-            test_s = time.perf_counter() - t0
-            if len(scores) != len(inp.test) or len(pred) != len(inp.test):
-                raise RuntimeError(f"{name}: returned {len(scores)} scores / {len(pred)} predictions "
-                                   f"for {len(inp.test)} test sequences")
-            m = metrics(inp.test_labels, pred, scores)
-            rows.append({"method": name, "supervision": cls.supervision, "seed": seed, **m,
-                         "train_s": train_s, "test_s": test_s, "n_train": len(inp.train),
-                         "n_test": len(inp.test)})
-            log.info("%s seed %d: P %.3f R %.3f F1 %.3f AUC %.3f (train %.1fs, test %.1fs)", name, seed,
-                     m["precision"], m["recall"], m["f1"], m["roc_auc"], train_s, test_s)
-    runs = pl.DataFrame(rows)
-    table = summarize(runs)
+    # One trained run folder is one result, whatever the seeds: it is scored once, not repeated.
+    plan = {n: list(seeds[:1] if n == RunFolderMethod.name and len(logllm_runs) == 1 else seeds) for n in names}
+    cells = [(n, s) for n in names for s in plan[n]]
+    shared = SharedWork(data, drain, vector_fn=vector_fn, token_vector_fn=token_vector_fn, pooling=pooling)
+    outputs = None
+    done: set[tuple[str, int]] = set()
     if out is not None:
-        write_outputs(Path(out), runs, table, data, names, seeds, params, threads, semi_val, drain, prep,
-                      command, resources, pooling)
-    return table
+        settings = BenchSettings.of(data, params, semi_val, asdict(drain or DrainConfig()), pooling, logllm_runs)
+        outputs = BenchOutputs(out, settings, cells, _meta(data, names, seeds, threads, command))
+        done = outputs.start(resume)
+    rows: list[dict] = []
+    inputs: dict[str, BenchInputs] = {}
+    todo = [c for c in cells if c not in done]
+    finished = 0
+    try:
+        for name in names:
+            cls = registry[name]
+            seeds_left = [s for s in plan[name] if (name, s) not in done]
+            if not seeds_left:
+                log.info("bench: %s: all %d seed(s) already in %s; skipped", name, len(plan[name]), out)
+                continue
+            resources = shared.prepare_for(cls)
+            if cls.supervision not in inputs:
+                inputs[cls.supervision] = build_inputs(data, resources, cls.supervision, semi_val)
+            inp = inputs[cls.supervision]
+            for seed in seeds_left:
+                log.info("bench [%d/%d]: %s seed %d: training on %d sequences ...", finished + 1, len(todo),
+                         name, seed, len(inp.train))
+                # one run folder for every seed, or the one given for this seed's position
+                run = logllm_runs[plan[name].index(seed) if len(logllm_runs) > 1 else 0] if logllm_runs else None
+                row = _run_one(cls, name, seed, params, threads, run, inp)
+                rows.append(row)
+                finished += 1
+                if outputs is not None:
+                    outputs.add(row, shared.seconds, shared.n_templates)
+                log.info("bench [%d/%d]: %s seed %d done: P %.3f R %.3f F1 %.3f AUC %.3f (train %.1fs, test %.1fs)",
+                         finished, len(todo), name, seed, row["precision"], row["recall"], row["f1"],
+                         row["roc_auc"], row["train_s"], row["test_s"])
+    except BaseException:
+        if finished < len(todo):
+            where = f"{out} keeps them; rerun with --resume to run the rest" if out is not None else "no --out given"
+            log.warning("bench: stopped after %d of %d runs (%s)", finished, len(todo), where)
+        raise
+    if outputs is not None:
+        return outputs.finish(shared.seconds, shared.n_templates)
+    return summarize(pl.DataFrame(rows, infer_schema_length=None))
 
 
-def summarize(runs: pl.DataFrame) -> pl.DataFrame:
-    """Mean and sample standard deviation over seeds, per method, in the order methods were run."""
-    aggs = []
-    for col in ("precision", "recall", "f1", "roc_auc"):
-        aggs += [pl.col(col).mean().alias(f"{col}_mean"), pl.col(col).std(ddof=1).alias(f"{col}_std")]
-    aggs += [pl.col("train_s").mean(), pl.col("test_s").mean(), pl.len().alias("seeds"),
-             pl.col("n_train").first(), pl.col("n_test").first()]
-    return runs.group_by(["method", "supervision"], maintain_order=True).agg(aggs)
+def _run_one(cls: type[Method], name: str, seed: int, params: Mapping[str, Mapping[str, object]], threads: int,
+             run: str | Path | None, inp: BenchInputs) -> dict:
+    """Fit, score and measure one method with one seed (``run``: the LogLLM run folder, for
+    `RunFolderMethod`); returns its row of runs.csv."""
+    kw = dict(params.get(name, {}))
+    kw.setdefault("threads", threads)
+    if cls is RunFolderMethod:
+        kw["run"] = str(run)
+    method = cls(seed=seed, **kw)
+    t0 = time.perf_counter()
+    method.fit(inp.train, inp.val)
+    train_s = time.perf_counter() - t0
+    if cls is RunFolderMethod and getattr(method, "trained_seconds", None) is not None:
+        train_s = float(method.trained_seconds)  # type: ignore[attr-defined]
+    t0 = time.perf_counter()
+    scores = np.asarray(method.score(inp.test), dtype=np.float64)
+    pred = np.asarray(method.predict(inp.test)).astype(bool)
+    test_s = time.perf_counter() - t0
+    if len(scores) != len(inp.test) or len(pred) != len(inp.test):
+        raise RuntimeError(f"{name}: returned {len(scores)} scores / {len(pred)} predictions "
+                           f"for {len(inp.test)} test sequences")
+    m = metrics(inp.test_labels, pred, scores)
+    return {"method": name, "supervision": cls.supervision, "seed": seed, **m, "train_s": train_s,
+            "test_s": test_s, "n_train": len(inp.train), "n_test": len(inp.test)}
 
 
-def to_markdown(table: pl.DataFrame) -> str:
-    """The summary as a Markdown table: P / R / F1 as mean ± std over seeds, then ROC-AUC and seconds."""
-
-    def pm(mean: float | None, std: float | None) -> str:
-        if mean is None or np.isnan(mean):
-            return "-"
-        return f"{mean:.3f}" if std is None or np.isnan(std) else f"{mean:.3f} ± {std:.3f}"
-
-    lines = ["| method | supervision | precision | recall | F1 | ROC-AUC | train s | test s | seeds |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in table.iter_rows(named=True):
-        lines.append(f"| {r['method']} | {r['supervision']} | {pm(r['precision_mean'], r['precision_std'])} | "
-                     f"{pm(r['recall_mean'], r['recall_std'])} | {pm(r['f1_mean'], r['f1_std'])} | "
-                     f"{pm(r['roc_auc_mean'], r['roc_auc_std'])} | {r['train_s']:.1f} | {r['test_s']:.1f} | "
-                     f"{r['seeds']} |")
-    return "\n".join(lines) + "\n"
-
-
-def write_outputs(out: Path, runs: pl.DataFrame, table: pl.DataFrame, data: PreparedData, names: list[str],
-                  seeds: Sequence[int], params: Mapping, threads: int, semi_val: str,
-                  drain: DrainConfig | None, prep: Mapping[str, float], command: str,
-                  resources: Resources, pooling: str) -> None:
-    from dataclasses import asdict
-
+def _meta(data: PreparedData, names: list[str], seeds: Sequence[int], threads: int, command: str) -> dict:
+    """The descriptive part of bench.json (what `BenchSettings` does not decide)."""
     from logllm.versions import library_versions
 
-    out.mkdir(parents=True, exist_ok=True)
-    runs.write_csv(out / "runs.csv")
-    table.write_csv(out / "table.csv")
     splits = {s: {"sequences": len(data.sequences(s)), "anomalous": data.sequences(s).anomalous}
               for s in ("train", "val", "test") if data.has_split(s)}
-    counts = ", ".join(f"{k} {v['sequences']} ({v['anomalous']} anomalous)" for k, v in splits.items())
-    header = [f"Data: `{data.root}` ({counts}); {resources.n_templates - 1} Drain templates from the "
-              "training split.",
-              f"Seeds: {', '.join(map(str, seeds))}; torch threads per method: {threads}; "
-              "± is the sample standard deviation over seeds.", ""]
-    if command:
-        header.insert(0, f"Command: `{command}`")
-    (out / "table.md").write_text("\n".join(header) + "\n" + to_markdown(table))
-    meta = {
+    return {
         "command": command, "data": str(data.root), "splits": splits, "data_seed": data.manifest.get("seed"),
-        "methods": names, "seeds": list(seeds), "params": params, "threads": threads, "semi_val": semi_val, "pooling": pooling,
-        "drain": asdict(drain or DrainConfig()), "templates": resources.n_templates,
-        "preprocessing_s": dict(prep), "versions": library_versions(),
+        "methods": names, "seeds": list(seeds), "threads": threads, "versions": library_versions(),
         "cpus": os.cpu_count(), "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "papers": {n: getattr(REGISTRY.get(n, RunFolderMethod), "paper", "") for n in names},
     }
-    (out / "bench.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
-    log.info("bench: wrote %s (runs.csv, table.csv, table.md, bench.json)", out)
 
 
 __all__ = ["BenchInputs", "RunFolderMethod", "build_inputs", "load_methods", "metrics", "resolve_methods",

@@ -76,6 +76,7 @@ class LogAnomaly(DeepLog):
 
     name = "loganomaly"
     supervision = "semi-supervised"
+    uses_vectors = True  # template vectors are means of message vectors (DeepLog sets False)
     paper = "Meng et al., LogAnomaly, IJCAI 2019"
     config_class = LogAnomalyConfig
 

@@ -98,6 +98,7 @@ class LogBERT(Method):
 
     name = "logbert"
     supervision = "semi-supervised"
+    uses_vectors = False  # template keys only
     paper = "Guo et al., LogBERT, IJCNN 2021"
 
     def __init__(self, seed: int = 0, **params: object):

@@ -57,6 +57,7 @@ class LogRobust(TorchClassifier, Method):
     supervision = "supervised"
     paper: ClassVar[str] = "Zhang et al., ESEC/FSE 2019 (Robust Log-Based Anomaly Detection on Unstable Log Data)"
     use = "messages"
+    uses_templates: ClassVar[bool] = False  # message vectors only
     defaults: ClassVar[dict] = {"hidden": 128, "layers": 2, "dropout": 0.5, "epochs": 6,
                                 "batch_size": 64, "lr": 3e-3}
 

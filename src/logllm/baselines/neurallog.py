@@ -60,6 +60,7 @@ class NeuralLog(TorchClassifier, Method):
     supervision = "supervised"
     paper: ClassVar[str] = "Le & Zhang, ASE 2021 (Log-based Anomaly Detection Without Log Parsing)"
     use = "messages"
+    uses_templates: ClassVar[bool] = False  # message vectors only
     defaults: ClassVar[dict] = {"heads": 12, "ff": 2048, "layers": 1, "dropout": 0.1, "epochs": 5,
                                 "batch_size": 64, "lr": 3e-4}
 

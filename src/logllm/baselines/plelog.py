@@ -47,7 +47,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from logllm.baselines.base import Method, MethodInput, register
-from logllm.baselines.common import distinct, f1_threshold, make_config, torch_setup
+from logllm.baselines.common import EpochProgress, distinct, f1_threshold, make_config, torch_setup
 from logllm.metrics import predict, quantile_threshold
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,7 @@ class PLELog(Method):
 
     name = "plelog"
     supervision = "semi-supervised"
+    uses_templates = False  # message vectors only
     paper = "Yang et al., PLELog, ICSE 2021"
 
     def __init__(self, seed: int = 0, **params: object):
@@ -210,6 +211,7 @@ class PLELog(Method):
         self.model = AttentionGRU(self.vectors.shape[1], cfg.hidden)
         opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.model.train()
+        progress = EpochProgress(self.name, cfg.epochs, "balanced loss")
         for epoch in range(cfg.epochs):
             perm = torch.randperm(len(seqs), generator=gen)
             total = 0.0
@@ -224,9 +226,7 @@ class PLELog(Method):
                 loss.backward()
                 opt.step()
                 total += float((loss_each.detach() * w[idx]).sum())
-            if epoch == 0 or (epoch + 1) % max(cfg.epochs // 5, 1) == 0:
-                log.info("%s epoch %d/%d: balanced loss %.4f", self.name, epoch + 1, cfg.epochs,
-                         total / float(w.sum()))
+            progress.epoch(epoch + 1, total / float(w.sum()))
         self.model.eval()
         # The decision threshold is the one that best reproduces the *estimated* labels on the training
         # pool (no true label is read). Argmax (0.5) sits in the middle of the soft targets and, on

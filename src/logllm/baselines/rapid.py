@@ -61,6 +61,8 @@ def _greedy_k_center(x: np.ndarray, k: int, seed: int) -> np.ndarray:
 class RAPID(Method):
     name: ClassVar[str] = "rapid"
     supervision = "training-free"
+    uses_templates: ClassVar[bool] = False  # token vectors of the messages only
+    uses_vectors: ClassVar[bool] = False
     paper: ClassVar[str] = "No et al., EAAI 2024 / arXiv 2311.05160 (RAPID)"
     needs_token_vectors: ClassVar[bool] = True
 

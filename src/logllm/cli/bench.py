@@ -35,12 +35,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "bench", help="run the baselines on a prepared folder and write a comparison table",
         description="Run baseline detectors (KNN, DT, LogRobust, CNN, NeuralLog, RAPID, DeepLog, ...) on "
-                    "the same prepared folder and splits; write runs.csv, table.csv, table.md, bench.json.",
+                    "the same prepared folder and splits; write runs.csv, runs.parquet, table.csv, table.md and "
+                    "bench.json, updated as each method x seed finishes (--resume finishes a stopped bench).",
     )
     p.add_argument("--data", required=True, type=Path, help="prepared folder (from `logllm prepare`)")
     p.add_argument("--methods", default="all", help="comma list of methods, or `all` (default)")
     p.add_argument("--seeds", default="0,1,2", help="comma list of seeds (default 0,1,2)")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default: bench_<data folder name>)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: bench_<data folder name>); "
+                   "its files are rewritten after each method x seed, so a stopped bench keeps what finished")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the runs already in --out and run only the missing method x seed cells "
+                        "(refused when that folder's data or options differ from this command's)")
     p.add_argument("--set", dest="params", action="append", default=[], metavar="METHOD.PARAM=VALUE",
                    help="a method parameter, e.g. logrobust.epochs=10 (repeatable)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per method (default 1)")
@@ -78,7 +83,8 @@ def _run(args: argparse.Namespace) -> int:
         threads=args.threads, semi_val=args.semi_val,
         drain=DrainConfig(depth=args.drain_depth, sim_th=args.drain_sim_th),
         logllm_runs=args.logllm_runs, pooling=args.pooling, command="logllm " + shlex.join(sys.argv[1:]),
+        resume=args.resume,
     )
     print(to_markdown(table), end="")
-    print(f"written to {out}/ (table.md, table.csv, runs.csv, bench.json)")
+    print(f"written to {out}/ (table.md, table.csv, runs.csv, runs.parquet, bench.json)")
     return 0

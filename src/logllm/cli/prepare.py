@@ -75,7 +75,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--start-line", type=int, help="first line to use (1-based, over all --log files in order)")
     p.add_argument("--end-line", type=int, help="last line to use (inclusive)")
     p.add_argument("--max-line-chars", type=int, default=100_000, help="longer messages are truncated, counted (default 100000)")
-    p.add_argument("--train", metavar="CSV", help="logllm-csv: the reference code's train CSV")
+    p.add_argument("--train", metavar="CSV", help="logllm-csv: the reference code's train CSV (leave it out "
+                   "for a test-only folder to evaluate a trained run on)")
     p.add_argument("--test", metavar="CSV", help="logllm-csv: the reference code's test CSV")
     p.add_argument("--val", metavar="CSV", help="logllm-csv: an optional validation CSV")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -102,9 +103,11 @@ def options_from_args(args: argparse.Namespace) -> PrepareOptions:
     if args.family == "logllm-csv":
         if inputs:
             raise ConfigError("logllm-csv takes --train CSV --test CSV [--val CSV], not --log")
-        if not args.train or not args.test:
-            raise ConfigError("logllm-csv needs --train CSV and --test CSV (the reference code's files)")
-        pairs = [("train", args.train), ("test", args.test)] + ([("val", args.val)] if args.val else [])
+        if not args.test:
+            raise ConfigError("logllm-csv needs --test CSV, and --train CSV to train on (a folder of --test "
+                              "only is scored by `logllm evaluate RUN --data DIR --allow-other-data`)")
+        pairs = (([("train", args.train)] if args.train else []) + [("test", args.test)]
+                 + ([("val", args.val)] if args.val else []))
         inputs = [p for _, p in pairs]
         csv_splits = tuple(s for s, _ in pairs)
     elif args.train or args.test or args.val:
