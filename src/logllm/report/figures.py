@@ -17,6 +17,7 @@ from logllm.report.results import SplitResult
 
 
 def png(fig) -> str:
+    """The figure as a base64 PNG (100 dpi); the figure is closed."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -26,6 +27,7 @@ def png(fig) -> str:
 
 
 def figure(figsize=(5.2, 4.0)):
+    """A new ``(fig, ax)`` on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -35,6 +37,7 @@ def figure(figsize=(5.2, 4.0)):
 
 
 def no_data(ax, text: str) -> None:
+    """Write ``text`` in an empty axes instead of a plot."""
     ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, transform=ax.transAxes)
     ax.set_xticks([])
     ax.set_yticks([])
