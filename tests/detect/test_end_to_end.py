@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import html as html_lib
 import io
 import json
+import re
 import subprocess
 import sys
 import time
@@ -204,8 +206,20 @@ def test_report_on_a_real_run_scores_a_missing_split(tiny_run):
     assert not (run / "eval" / "train").exists()
     page = build_report(run, data_dir=prepared, splits=["test", "train"], out=run / "r.html").read_text()
     assert (run / "eval" / "train" / "scores.parquet").is_file()  # scored through `evaluate`
-    assert page.count('src="data:image/png;base64,') == 4 * 2 + 2
+    assert page.count('src="data:image/png;base64,') == 5 * 2 + 2  # 5 per split (with the timeline)
     assert "disk failure on &lt;*&gt;" in page  # the alert message tops the association table
+    # The run's own model (loaded from the run folder) explains the top flagged windows, by raw line.
+    table = page[page.index('<table id="flagged-test">'):]
+    table = table[: table.index("</table>")]
+    rows = re.findall(r'<tr data-sequence="([^"]+)">(.*?)</tr>', table, flags=re.S)
+    scores = pl.read_parquet(run / "eval" / "test" / "scores.parquet")
+    threshold = json.loads((run / "threshold.json").read_text())["threshold"]
+    assert {sid for sid, _ in rows} <= set(scores.filter(pl.col("score") >= threshold)["sequence_id"].to_list())
+    assert all(html.count('class="topline"') == 3 for _, html in rows[:5])  # --explain-top 5, --top-lines 3
+    assert "could not be loaded" not in page
+    lines = tiny_run["log"].read_text().splitlines()
+    shown = re.findall(r'<span class="ln">tb\.log:(\d+)</span>.*?<code>(.*?)</code>', rows[0][1], flags=re.S)
+    assert shown and all(html_lib.unescape(text) == lines[int(n) - 1] for n, text in shown)
 
 
 def test_hdfs_sessions_match_prepare(tmp_path, tiny_encoder, capsys):
