@@ -212,17 +212,13 @@ class PrepareOptions:
                 raise ConfigError("logllm-csv keeps the sequences and the split of its CSVs: drop --session-by "
                                   "and --split-by")
             return replace(o, split=None, format=None, label_rule="none")
+        _check_session_by(o)
         # Text read by a format string has header fields to check names against; structured records
         # (and auto, resolved by prepare from the first lines) have keys known only from the data.
         text = not (o.is_structured or o.format == AUTO)
         fmt = o.log_format if text else None  # validates the format string
         updates: dict[str, Any] = {"format": fmt.text if fmt else o.format}
         updates.update(_structured_updates(o))
-
-
-        _check_session_by(o)
-        fmt = o.log_format  # validates the format string
-        updates: dict[str, Any] = {"format": fmt.text}
         if o.family == "hdfs":
             updates.update(session_regex=o.session_regex or HDFS_SESSION_REGEX, label_rule=o.label_rule or "none")
         elif o.family in WINDOWED_FAMILIES and text:
