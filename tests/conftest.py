@@ -73,3 +73,30 @@ def tiny_prepared(tmp_path: Path) -> Path:
         splits[name] = make_sequences(rows)
     manifest = {"family": "synthetic", "seed": 0, "inputs": [{"path": "synthetic.log", "bytes": 0, "sha256": ""}]}
     return write_prepared(tmp_path / "prepared", messages, splits, manifest)
+
+
+def _write_tiny_config(root: Path, extra: str = "") -> Path:
+    """A TOML config in ``root``: the small preset with a random width-16 encoder (saved in ``root``) and
+    a 1-layer tiny-llama decoder, 16 samples per stage; ``extra`` adds top-level lines."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from logllm.model.hub import minilm_path
+
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()))
+    tokenizer.save_pretrained(root / "encoder")
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32)).save_pretrained(root / "encoder")
+    stages = "".join(f'\n[[stages]]\nname = "{n}"\nmax_samples = 16\nepochs = 1\n' for n in ("1", "2a", "2b", "3"))
+    path = root / "tiny.toml"
+    path.write_text(f'preset = "small"\nmicro_batch = 4\ngrad_accum = 2\n{extra}\n[model]\n'
+                    f'encoder = "{root / "encoder"}"\ndecoder = "tiny-llama"\ndecoder_lora = "none"\ndecoder_layers = 1\n'
+                    f'decoder_width = 16\ndecoder_heads = 2\ndevice = "cpu"\n{stages}')
+    return path
+
+
+@pytest.fixture(scope="session")
+def write_tiny_config():
+    """The function that writes a tiny TOML config (see ``_write_tiny_config``)."""
+    return _write_tiny_config

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from logllm.cli import main
 from logllm.data.dataset import PreparedData, write_prepared
@@ -95,24 +94,9 @@ def test_another_seeds_random_split_is_told_apart(shared_data: Path, tmp_path: P
 
 
 @pytest.fixture(scope="module")
-def tiny_config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_config_file(tmp_path_factory: pytest.TempPathFactory, write_tiny_config) -> Path:
     """The small preset with a random width-16 encoder and decoder, 16 samples per stage."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from logllm.model.hub import minilm_path
-
-    root = tmp_path_factory.mktemp("tiny_guard")
-    tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()))
-    tokenizer.save_pretrained(root / "encoder")
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=32)).save_pretrained(root / "encoder")
-    stages = "".join(f'\n[[stages]]\nname = "{n}"\nmax_samples = 16\nepochs = 1\n' for n in ("1", "2a", "2b", "3"))
-    path = root / "tiny.toml"
-    path.write_text(f'preset = "small"\nmicro_batch = 4\ngrad_accum = 2\n\n[model]\n'
-                    f'encoder = "{root / "encoder"}"\ndecoder = "tiny-llama"\ndecoder_lora = "none"\ndecoder_layers = 1\n'
-                    f'decoder_width = 16\ndecoder_heads = 2\ndevice = "cpu"\n{stages}')
-    return path
+    return write_tiny_config(tmp_path_factory.mktemp("tiny_guard"), "")
 
 
 def test_retraining_clears_old_eval_and_resume_checks_the_data(tiny_prepared: Path, tiny_config_file: Path,

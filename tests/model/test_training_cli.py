@@ -7,30 +7,14 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-import torch
 
 from logllm.cli import main
 
 
 @pytest.fixture(scope="module")
-def tiny_config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_config_file(tmp_path_factory: pytest.TempPathFactory, write_tiny_config) -> Path:
     """A config file: the small preset with a random width-16 encoder (saved here) and decoder."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from logllm.model.hub import minilm_path
-
-    root = tmp_path_factory.mktemp("tiny_cli")
-    tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()))
-    tokenizer.save_pretrained(root / "encoder")
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=32)).save_pretrained(root / "encoder")
-    stages = "".join(f'\n[[stages]]\nname = "{n}"\nmax_samples = 16\nepochs = 1\n' for n in ("1", "2a", "2b", "3"))
-    path = root / "tiny.toml"
-    path.write_text(f'preset = "small"\nmicro_batch = 4\ngrad_accum = 2\ncheckpoint_every = 1\n\n[model]\n'
-                    f'encoder = "{root / "encoder"}"\ndecoder = "tiny-llama"\ndecoder_lora = "none"\ndecoder_layers = 1\n'
-                    f'decoder_width = 16\ndecoder_heads = 2\ndevice = "cpu"\n{stages}')
-    return path
+    return write_tiny_config(tmp_path_factory.mktemp("tiny_cli"), "checkpoint_every = 1\n")
 
 
 def test_train_then_evaluate(tiny_prepared: Path, tiny_config_file: Path, tmp_path: Path, capsys):
