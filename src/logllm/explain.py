@@ -6,6 +6,12 @@ one line (``by="position"``); ``by="text"`` leaves out every occurrence of the l
 once. A large positive value means the message pushed the sequence towards "anomalous";
 a negative one, that it made the sequence look more normal.
 
+A sequence longer than the model's ``max_messages`` is read as windows and scores as its highest
+window (`logllm.scoring.WindowPlan`). A line is left out of the windows that hold it, the other
+windows staying as they are, and the sequence's score is taken again over all windows: every line of
+the sequence is explained, each by its effect on the windows that read it. Under the max rule only
+the lines of the highest windows can change the score; the others get 0 (or less).
+
 Where the work is, and how it is saved:
 
 - a sequence of n messages needs n extra scorings; they are sent to the model together, in batches,
@@ -27,6 +33,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import numpy as np
+
+from logllm.scoring import WindowPlan
 
 log = logging.getLogger(__name__)
 
@@ -90,23 +98,22 @@ class ScoreCache:
     ``score_texts`` scores lists of message texts, computing only those not cached, deduplicated, in
     one call of ``fn(texts, sequences, batch_size)``; ``stats`` counts hits, computed and evicted
     entries. A model may be given instead of ``fn``: its ``score`` is used.
+
+    ``windows``: how the model reads a long sequence (`WindowPlan.of(model)`); `leave_one_out` needs it
+    to explain such sequences window by window (None: every sequence is read whole).
     """
 
     def __init__(self, fn: ScoreFn | Scorer, max_entries: int = 50_000, batch_size: int = 64,
-                 max_messages: int | None = None):
+                 windows: WindowPlan | None = None):
         self.fn: ScoreFn = fn if not hasattr(fn, "score") else probability_fn(fn)  # type: ignore[arg-type]
         self.max_entries = max_entries
         self.batch_size = batch_size
-        # The model keeps only the first max_messages messages; keys cut the same way share a score.
-        self.max_messages = max_messages
+        self.windows = windows
         self._cache: OrderedDict[tuple[str, ...], float] = OrderedDict()
         self.stats = {"hits": 0, "scored": 0, "evicted": 0}
 
-    def _key(self, seq: Sequence[str]) -> tuple[str, ...]:
-        return tuple(seq[: self.max_messages] if self.max_messages else seq)
-
     def score_texts(self, sequences: Sequence[Sequence[str]]) -> np.ndarray:
-        keys = [self._key(s) for s in sequences]
+        keys = [tuple(s) for s in sequences]
         out = np.empty(len(keys), dtype=np.float64)
         todo: dict[tuple[str, ...], list[int]] = {}
         for i, key in enumerate(keys):
@@ -152,27 +159,45 @@ def leave_one_out(cache: ScoreCache, sequences: Sequence[Sequence[str]],
     of identical alert lines explains a window together); it also removes many lines of a frequent
     normal text at once, which on the Thunderbird sample ranked alert lines lower (docs/detect.md). ``cache`` must hold log-odds (`log_odds_fn`). A sequence left
     with no message is compared with the empty sequence (the prompt without messages).
+
+    With ``cache.windows``, a sequence longer than the window size is scored as the maximum of its
+    windows' log-odds, and a line (or text) is left out of the windows that hold it only (module
+    docstring); each window and each variant of a window is scored once (cached).
     """
     if by not in ("text", "position"):
         raise ValueError(f"by={by!r}: use 'text' or 'position'")
-    base = cache.score_texts(sequences) if sequences else np.zeros(0)
+    plans = []  # per sequence: its windows, and per window the units (lines or texts) it holds
     variants: list[tuple[str, ...]] = []
-    spans: list[tuple[int, list[int]]] = []  # (first variant, variant index of each position)
     for seq in sequences:
         seq = tuple(seq)
+        spans = cache.windows.spans(len(seq)) if cache.windows else [(0, len(seq))]
         if by == "text":
-            distinct = list(dict.fromkeys(seq))
-            slot = {t: j for j, t in enumerate(distinct)}
-            spans.append((len(variants), [slot[t] for t in seq]))
-            variants.extend(tuple(t for t in seq if t != d) for d in distinct)
+            unit_of = {t: j for j, t in enumerate(dict.fromkeys(seq))}
+            units = [unit_of[t] for t in seq]
         else:
-            spans.append((len(variants), list(range(len(seq)))))
-            variants.extend(seq[:i] + seq[i + 1 :] for i in range(len(seq)))
+            units = list(range(len(seq)))
+        per_window = []
+        for a, b in spans:
+            window = seq[a:b]
+            held = list(dict.fromkeys(units[a:b]))
+            first = len(variants)
+            variants.append(window)
+            variants.extend(tuple(t for t, u in zip(window, units[a:b]) if u != h) for h in held)
+            per_window.append((first, held))
+        plans.append((units, per_window))
     scores = cache.score_texts(variants) if variants else np.zeros(0)
     out = []
-    for (start, slots), b in zip(spans, base):
-        v = scores[start + np.asarray(slots, dtype=np.int64)] if slots else np.zeros(0)
-        out.append(Contributions(probability=sigmoid(b) - sigmoid(v), log_odds=b - v))
+    for units, per_window in plans:
+        n_units = max(units) + 1 if units else 0
+        base = np.array([scores[first] for first, _ in per_window])  # (windows,)
+        # without[u, w]: window w's log-odds with unit u left out (its own score when it lacks u)
+        without = np.repeat(base[None, :], n_units, axis=0)  # (units, windows)
+        for w, (first, held) in enumerate(per_window):
+            without[held, w] = scores[first + 1: first + 1 + len(held)]
+        b = base.max() if len(base) else 0.0
+        v = without.max(axis=1) if n_units else np.zeros(0)  # (units,)
+        at = np.asarray(units, dtype=np.int64)
+        out.append(Contributions(probability=sigmoid(b) - sigmoid(v[at]), log_odds=b - v[at]))
     log.debug("explained %d sequences with %d variants (leaving out by %s)", len(sequences), len(variants), by)
     return out
 

@@ -124,15 +124,6 @@ def test_scoring_helpers_deduplicate_and_plan_batches() -> None:
         length_batches([1], 0)
 
 
-def test_long_sequences_keep_their_first_messages(tiny_config, caplog) -> None:
-    model = LogLLM.build(tiny_config.replace(max_messages=3), seed=0)
-    with caplog.at_level(logging.INFO, logger="logllm.model.logllm"):
-        scores = model.score(MESSAGES, [[0, 1, 2, 3, 4], [0, 1, 2]])
-    assert scores[0] == scores[1]
-    assert model.stats["truncated_sequences"] == 1
-    assert "1 of 2 sequences longer than 3 messages" in caplog.text
-
-
 def test_long_messages_are_truncated_and_counted(tiny_config, caplog) -> None:
     model = LogLLM.build(tiny_config.replace(max_message_tokens=16), seed=0)
     with caplog.at_level(logging.INFO, logger="logllm.model.logllm"):

@@ -37,6 +37,7 @@ from logllm.detect.sequencers import (
 from logllm.errors import ConfigError
 from logllm.explain import LeaveOut, ScoreCache, leave_one_out, log_odds_fn, top_k
 from logllm.follow import RawLine
+from logllm.scoring import WindowPlan
 
 log = logging.getLogger("logllm.detect")  # the package's logger, for all its modules
 
@@ -172,9 +173,9 @@ class Detector:
         self.batch_size = batch_size
         self.wall_clock_timeout = wall_clock_timeout
         self.sequencer = policy.build(max_open_sessions, max_session_lines)
-        max_messages = getattr(getattr(model, "config", None), "max_messages", None)
-        self.cache = ScoreCache(model, batch_size=batch_size, max_messages=max_messages)
-        self.explain_cache = ScoreCache(log_odds_fn(model), batch_size=batch_size, max_messages=max_messages)
+        # A long sequence is read as windows by the model; explanations leave lines out window by window.
+        self.cache = ScoreCache(model, batch_size=batch_size)
+        self.explain_cache = ScoreCache(log_odds_fn(model), batch_size=batch_size, windows=WindowPlan.of(model))
         self.stats = DetectStats()
         # The encoder is frozen while detecting: each distinct message is encoded once, then reused
         # (the model's own vector cache). Its size is bounded by restarting it past max_cached_texts.
@@ -323,7 +324,7 @@ class Detector:
                 keys = None if self.explain_repeats else seq.messages
                 for idx, value in top_k(c, self.top_k, keys):
                     line = seq.lines[idx]
-                    top.append({"index": idx, "line": line.line_number, "contribution": value,
+                    top.append({"index": idx, "source": line.source, "line": line.line_number, "contribution": value,
                                 "log_odds": float(c.log_odds[idx]), "text": line.raw, "message": line.message,
                                 "occurrences": seq.messages.count(line.message)})
             out.append(Detection(seq.source, seq.sequence_id, seq.first_line, seq.last_line, len(seq.lines),

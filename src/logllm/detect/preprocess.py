@@ -1,7 +1,7 @@
 """A run's preprocessing for new lines, rebuilt from its data manifest.
 
 `preprocessor_from_manifest` reads the `prepare` options recorded in a run's ``data_manifest.json``
-(format, masking, windows or sessions), applies the options a user overrides for detection (the same
+(format, masking, windows, sessions, or files and folders as sessions), applies the options a user overrides for detection (the same
 flags as `prepare`, `OVERRIDABLE`), and returns a `RunPreprocessor` (parsing and masking with the data
 package's own code, so new lines become messages exactly as the training data did) and the
 `SequencePolicy` that cuts them into sequences.
@@ -43,8 +43,8 @@ OVERRIDABLE = ("format", "message_field", "level_field", "mask", "on_unparsed", 
 # `prepare` options that describe the training data rather than how a line is read: detection sets
 # them to these values (a labels file labels the training sessions; the line range and the split
 # chose the training lines), so that they never stop an override such as `--window`.
-TRAINING_ONLY: dict[str, Any] = {"labels": None, "missing_labels": "fail", "start_line": None,
-                                 "end_line": None, "split": None}
+TRAINING_ONLY: dict[str, Any] = {"labels": None, "labels_format": "csv", "missing_labels": "fail",
+                                 "start_line": None, "end_line": None, "split": None, "split_by": "sequence"}
 
 
 class RunPreprocessor:
@@ -144,6 +144,10 @@ def preprocessor_from_manifest(manifest: dict[str, Any], overrides: dict[str, An
     if changes.get("format") and changes["format"] not in ("json", "logfmt", "syslog"):
         changes.setdefault("message_field", None)  # keys of the run's structured lines: not of text
         changes.setdefault("level_field", None)
+    if options.session_by and (changes.get("session_regex") or changes.get("time_window")):
+        log.info("%s: --session-regex / --time-window given: sequences by them instead of by %s (the run's "
+                 "--session-by)", where, options.session_by)
+        options = replace(options, session_by=None)
     if changes.get("session_regex"):
         changes.update(window=None, step=None, time_window=None)
     elif changes.get("window") or changes.get("time_window"):
@@ -162,6 +166,9 @@ def preprocessor_from_manifest(manifest: dict[str, Any], overrides: dict[str, An
         from logllm.data.options import parse_duration
 
         policy = SequencePolicy("time", time_window=parse_duration(options.time_window),
+                                session_timeout=session_timeout)
+    elif kind == "files":
+        policy = SequencePolicy("files", window=options.window, step=options.step, session_by=options.session_by,
                                 session_timeout=session_timeout)
     else:
         raise ConfigError(f"{where}: family {options.family!r} reads pre-built sequences from CSV; there are no "

@@ -6,7 +6,10 @@ trained on. A window is complete when it holds ``window`` lines; at the end of a
 stop at the first one that reaches the end (possibly shorter). A time window is complete when a line
 of a later period arrives. A session is complete when no line has joined it for ``timeout`` seconds
 (log time from the lines' timestamps; wall-clock time as well when following files), when it reaches
-``max_lines``, or when input ends.
+``max_lines``, or when input ends. A file or folder session (`FileSessionSequencer`, runs prepared
+with ``--session-by file|dir``) is complete when its input ends: when the lines move on to another
+file or folder (files read one after the other), after ``timeout`` idle seconds when set (following
+files that grow together), or at the end of input.
 
 Sequences never cross sources; after a rotation or a truncation (line numbers go back) the followed
 file is a new source generation. Memory stays bounded: at most ``ceil(window / step)`` open windows
@@ -20,6 +23,7 @@ import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from logllm.data.windows import time_bucket, window_count, window_span, windows_holding
@@ -225,6 +229,7 @@ class SessionSequencer:
         self._max_log: float | None = None
         self.no_key = 0
         self.evicted = 0
+        self.cut = 0  # sessions scored in parts at max_lines
 
     def keys(self, content: str) -> tuple[str, ...]:
         """The session keys of a line's content: whole matches, distinct, in order (`prepare`'s session ids)."""
@@ -267,6 +272,9 @@ class SessionSequencer:
             if line.timestamp is not None:
                 s.last_log = line.timestamp
             if len(s.lines) >= self.max_lines:
+                self.cut += 1
+                log.warning("session %s reached %d lines: scored now, its later lines start a new session "
+                            "(%d so far)", key, self.max_lines, self.cut)
                 out.append(self._close(ident, "max_lines"))
         return out
 
@@ -293,32 +301,172 @@ class SessionSequencer:
         return sum(len(s.lines) for s in self._open.values())
 
 
+# -- files and folders as sessions ----------------------------------------------------------------
+
+@dataclass
+class _FileSession:
+    key: str
+    name: str
+    source: str
+    last_wall: float
+    lines: list[StreamLine] = field(default_factory=list)
+    n: int = 0  # lines that joined (with windows: positions counted, lines held only in open windows)
+    open: dict[int, list[StreamLine]] = field(default_factory=dict)
+    last_line: dict[str, int] = field(default_factory=dict)  # per file, to notice a rotation
+
+
+class FileSessionSequencer:
+    """Each input file (``mode="file"``) or each folder holding input files (``mode="dir"``: the parent
+    folder of each file) is one session, as `prepare --session-by file|dir` makes them. The session id
+    is the file's name, or the folder's name; a later session of the same name (the same file or
+    folder read again, a rotated file) is ``NAME#2``, ``NAME#3``...
+
+    A session is complete when its input ends: when a line of another session arrives (files are read
+    one after another; give a folder's files together, in name order, as `prepare` reads them), at end
+    of input, or with ``timeout`` (following files that grow together) only after that many idle
+    seconds of wall-clock time. With ``window`` the session is cut into windows of ``window`` lines every
+    ``step`` (`logllm.data.windows`, as `prepare` cuts them; ids ``NAME#w000000``...), each scored when
+    complete. Without windows a session holds at most ``max_lines`` lines: it is then scored, and its
+    later lines make a new session (warned and counted, ``cut``).
+    """
+
+    def __init__(self, mode: Literal["file", "dir"], window: int | None = None, step: int | None = None,
+                 timeout: float | None = None, max_open: int = 100_000, max_lines: int = 10_000):
+        if mode not in ("file", "dir"):
+            raise ConfigError(f"session_by {mode!r}: choose file or dir")
+        if window is not None and (window < 1 or (step or window) < 1):
+            raise ConfigError(f"window ({window}) and step ({step}) must be positive integers")
+        if timeout is not None and timeout <= 0:
+            raise ConfigError(f"--session-timeout must be > 0 seconds, got {timeout}")
+        self.mode, self.window, self.step = mode, window, (step or window)
+        self.timeout, self.max_open, self.max_lines = timeout, max_open, max_lines
+        self._open: OrderedDict[str, _FileSession] = OrderedDict()
+        self._count: dict[str, int] = {}
+        self._current: str | None = None
+        self.cut = 0
+        self.evicted = 0
+
+    def session_of(self, source: str) -> tuple[str, str]:
+        """(session name, session source) of a line's source: the file, or its folder."""
+        path = Path(source)
+        if self.mode == "file" or source.startswith("<"):
+            return path.name or source, source
+        return path.parent.name or str(path.parent), str(path.parent)
+
+    def _start(self, key: str, source: str, wall: float) -> _FileSession:
+        n = self._count.get(key, 0)
+        self._count[key] = n + 1
+        s = self._open[key] = _FileSession(key, key if n == 0 else f"{key}#{n + 1}", source, wall)
+        return s
+
+    def add(self, line: StreamLine, wall: float | None = None) -> list[StreamSequence]:
+        out: list[StreamSequence] = []
+        key, source = self.session_of(line.source)
+        now = time.monotonic() if wall is None else wall
+        if self.timeout is None and self._current is not None and self._current != key and self._current in self._open:
+            out += self._close(self._current, "end")
+        self._current = key
+        s = self._open.get(key)
+        if s is not None and line.line_number <= s.last_line.get(line.source, 0):
+            out += self._close(key, "rotated")  # line numbers went back: the file was rotated or truncated
+            s = None
+        if s is None:
+            if len(self._open) >= self.max_open:
+                self.evicted += 1
+                log.warning("more than %d open file sessions: the least recently active is scored early (%d so far)",
+                            self.max_open, self.evicted)
+                out += self._close(next(iter(self._open)), "evicted")
+            s = self._start(key, source, now)
+        self._open.move_to_end(key)
+        s.last_wall = now
+        s.last_line[line.source] = line.line_number
+        if self.window is None:
+            s.lines.append(line)
+            if len(s.lines) >= self.max_lines:
+                self.cut += 1
+                log.warning("file session %s reached %d lines: scored now, its later lines start %s#%d (%d so far)",
+                            s.name, self.max_lines, key, self._count[key] + 1, self.cut)
+                out += self._close(key, "max_lines")
+            return out
+        i = s.n
+        s.n += 1
+        for k in windows_holding(i, self.window, self.step):
+            held = s.open.setdefault(k, [])
+            held.append(line)
+            if i == window_span(k, self.window, self.step)[1] - 1:  # its last position: complete
+                del s.open[k]
+                out.append(StreamSequence(f"{s.name}#w{k:06d}", s.source, held, "full"))
+        return out
+
+    def _close(self, key: str, reason: Reason) -> list[StreamSequence]:
+        s = self._open.pop(key)
+        if self._current == key:
+            self._current = None
+        if self.window is None:
+            return [StreamSequence(s.name, s.source, s.lines, reason)] if s.lines else []
+        # As in `prepare`: the windows end at window_count(n) - 1; the ones before it are complete already.
+        last = window_count(s.n, self.window, self.step) - 1
+        held = s.open.get(last)
+        return [StreamSequence(f"{s.name}#w{last:06d}", s.source, held, reason)] if held else []
+
+    def expire(self, log_time: float | None, wall_time: float | None) -> list[StreamSequence]:  # noqa: ARG002
+        """Close sessions idle for more than the timeout in wall-clock time (follow mode)."""
+        if self.timeout is None or wall_time is None:
+            return []
+        out = []
+        while self._open:
+            key, s = next(iter(self._open.items()))
+            if wall_time - s.last_wall <= self.timeout:
+                break
+            out += self._close(key, "idle")
+        return out
+
+    def flush(self) -> list[StreamSequence]:
+        out = []
+        for key in list(self._open):
+            out += self._close(key, "end")
+        return out
+
+    @property
+    def open_lines(self) -> int:
+        return sum(len(s.lines) + sum(len(v) for v in s.open.values()) for s in self._open.values())
+
+
 # -- the policy ------------------------------------------------------------------------------------
 
-Sequencer = WindowSequencer | SessionSequencer | TimeWindowSequencer
+Sequencer = WindowSequencer | SessionSequencer | TimeWindowSequencer | FileSessionSequencer
 
 
 @dataclass
 class SequencePolicy:
-    """How lines become sequences: fixed windows, sessions or time windows (from the run's data manifest).
+    """How lines become sequences: fixed windows, sessions, time windows, or files / folders as sessions
+    (``kind="files"`` with ``session_by``; ``window`` / ``step`` then cut windows inside each one, or
+    None for whole sessions). From the run's data manifest.
 
     ``session_timeout``: idle seconds after which a session (or a time window, while following) is
-    scored; None = sessions end at end of input only (as `prepare` builds them).
+    scored; None = sessions end at end of input only (as `prepare` builds them); file and folder
+    sessions also end when the lines move on to another file or folder.
     """
 
-    kind: Literal["window", "session", "time"] = "window"
-    window: int = 100
+    kind: Literal["window", "session", "time", "files"] = "window"
+    window: int | None = 100
     step: int | None = None  # None: equal to window (no overlap)
     session_pattern: str | None = None
     session_timeout: float | None = None
     time_window: float | None = None
+    session_by: Literal["file", "dir"] | None = None
 
     def build(self, max_open_sessions: int = 100_000, max_session_lines: int = 10_000) -> Sequencer:
         """The sequencer for this policy (sessions bounded by ``max_open_sessions`` / ``max_session_lines``)."""
         if self.kind == "window":
-            return WindowSequencer(self.window, self.step)
+            return WindowSequencer(self.window or 100, self.step)
         if self.kind == "time":
             return TimeWindowSequencer(self.time_window or 60.0, self.session_timeout)
+        if self.kind == "files":
+            if self.session_by not in ("file", "dir"):
+                raise ConfigError(f"file sessions need session_by 'file' or 'dir', got {self.session_by!r}")
+            return FileSessionSequencer(self.session_by, self.window, self.step, self.session_timeout,
+                                        max_open_sessions, max_session_lines)
         if not self.session_pattern:
             raise ConfigError("session windows need a session pattern (--session-pattern REGEX)")
         return SessionSequencer(self.session_pattern, self.session_timeout, max_open_sessions, max_session_lines)

@@ -61,7 +61,10 @@ class ModelConfig:
     decoder_dropout: sets every dropout probability the decoder's Hugging Face config has (BERT's hidden
         and attention dropout, Llama's attention_dropout, GPT-2's resid/embd/attn_pdrop); None keeps the
         checkpoint's values. Llama (the paper's decoder) has none; a BERT checkpoint carries 0.1.
-    max_messages: longer sequences keep their first ``max_messages`` messages (counted and logged).
+    max_messages: the messages the decoder reads at once; a longer sequence is read as windows of
+        ``max_messages`` messages and scores as its highest window (`logllm.scoring.WindowPlan`).
+    long_stride: messages between the starts of those windows (None = ``max_messages``: windows that
+        do not overlap); the last window ends at the sequence's last message.
     max_message_tokens: each message is truncated to this many encoder tokens (counted and logged).
     decoder_lora / encoder_lora: LoRA adapters (None = the part is trained in full).
     quantize_4bit: load decoder and encoder in 4-bit NF4 with bf16 compute (bitsandbytes, CUDA only).
@@ -85,6 +88,7 @@ class ModelConfig:
     decoder_dropout: float | None = None  # the decoder's dropout probabilities; None = its checkpoint's own
     decoder_gguf_file: str | None = None
     decoder_source: dict[str, Any] | None = None
+    long_stride: int | None = None  # windows of a long sequence start every long_stride messages
 
     def __post_init__(self) -> None:
         self.validate()
@@ -95,6 +99,10 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
+        if self.long_stride is not None and not (isinstance(self.long_stride, int)
+                                                 and 0 < self.long_stride <= self.max_messages):
+            raise ConfigError(f"model.long_stride must be an integer in [1, max_messages={self.max_messages}] or "
+                              f"null (= max_messages), got {self.long_stride!r}: a larger stride leaves messages unread")
         if self.decoder == "tiny-llama" and self.decoder_width % self.decoder_heads:
             raise ConfigError(f"model.decoder_width ({self.decoder_width}) must be divisible by "
                               f"model.decoder_heads ({self.decoder_heads})")

@@ -35,7 +35,15 @@ from logllm.model.build import (
 )
 from logllm.model.config import ModelConfig
 from logllm.model.prompt import ANSWERS, PREFIX, QUESTION, PromptTokens
-from logllm.scoring import check_sequences, deduplicate, length_batches, local_rows
+from logllm.scoring import (
+    WindowPlan,
+    best_windows,
+    check_sequences,
+    deduplicate,
+    length_batches,
+    local_rows,
+    training_windows,
+)
 from logllm.versions import library_versions
 
 log = logging.getLogger(__name__)
@@ -54,7 +62,7 @@ class LogLLM(torch.nn.Module):
     Attributes: ``config`` (ModelConfig), ``encoder``, ``projector``, ``decoder``, their tokenizers,
     ``prompt`` (PromptTokens), ``threshold`` (decision threshold read from a run folder, else None),
     ``stats`` (counters: ``encoder_texts`` texts run through the encoder, ``encoder_batches``,
-    ``truncated_messages``, ``truncated_sequences``).
+    ``truncated_messages``, ``long_sequences``: sequences read as windows, see `window_plan`).
     """
 
     def __init__(self, config: ModelConfig, encoder: Any, encoder_tokenizer: Any, decoder: Any,
@@ -73,7 +81,7 @@ class LogLLM(torch.nn.Module):
         self._cache: dict[str, torch.Tensor] | None = None
         self._tokens: dict[str, list[int]] = {}
         self.threshold: float | None = None
-        self.stats = {"encoder_texts": 0, "encoder_batches": 0, "truncated_messages": 0, "truncated_sequences": 0}
+        self.stats = {"encoder_texts": 0, "encoder_batches": 0, "truncated_messages": 0, "long_sequences": 0}
 
     def _set_parts(self) -> None:
         """What each training stage may unfreeze: LoRA weights where LoRA is used, else the whole part.
@@ -145,6 +153,11 @@ class LogLLM(torch.nn.Module):
     def device(self) -> torch.device:
         return self.projector.weight.device
 
+    @property
+    def window_plan(self) -> WindowPlan:
+        """How a sequence longer than ``max_messages`` is read: windows (`logllm.scoring.WindowPlan`)."""
+        return WindowPlan.of(self.config)  # type: ignore[return-value]
+
     def parts(self) -> dict[str, list[torch.nn.Parameter]]:
         """The parameters each training stage may unfreeze: ``encoder``, ``projector``, ``decoder``."""
         return {name: list(params) for name, params in self._parts.items()}
@@ -170,8 +183,10 @@ class LogLLM(torch.nn.Module):
             limit = self.config.max_message_tokens
             if len(ids) > limit:
                 self.stats["truncated_messages"] += 1
-                log.info("message truncated from %d to %d encoder tokens (%d so far): %.80s",
-                         len(ids), limit, self.stats["truncated_messages"], text)
+                # The first one is a warning (a user of `detect` sees it); the rest are counted in the log.
+                say = log.warning if self.stats["truncated_messages"] == 1 else log.info
+                say("message truncated from %d to %d encoder tokens (%d so far): %.80s",
+                    len(ids), limit, self.stats["truncated_messages"], text)
                 ids = ids[: limit - 1] + ids[-1:]  # keep the closing special token, as HF truncation does
             self._tokens[text] = ids
         return ids
@@ -242,21 +257,18 @@ class LogLLM(torch.nn.Module):
 
     # ------------------------------------------------------------------ decoder inputs
     def _canonical(self, texts: Sequence[str], sequences: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
-        """Sequences as tuples of canonical text ids (first index of each text), cut to max_messages."""
+        """Sequences as tuples of canonical text ids (first index of each text), whole."""
         first: dict[str, int] = {}
         canon = [first.setdefault(t, i) for i, t in enumerate(texts)]
-        limit = self.config.max_messages
-        out, cut = [], 0
-        for seq in sequences:
-            if len(seq) > limit:
-                cut += 1
-                seq = seq[:limit]
-            out.append(tuple(canon[int(i)] for i in seq))
-        if cut:
-            self.stats["truncated_sequences"] += cut
-            log.info("%d of %d sequences longer than %d messages keep their first %d (%d so far)",
-                     cut, len(sequences), limit, limit, self.stats["truncated_sequences"])
-        return out
+        return [tuple(canon[int(i)] for i in seq) for seq in sequences]
+
+    def _count_long(self, n_long: int, n: int, n_windows: int, what: str, count: bool = True) -> None:
+        if n_long:
+            self.stats["long_sequences"] += n_long if count else 0
+            plan = self.window_plan
+            log.info("%s: %d of %d sequences are longer than max_messages=%d and are read as %d windows "
+                     "(stride %d; %d long sequences so far)", what, n_long, n, plan.size, n_windows, plan.stride,
+                     self.stats["long_sequences"])
 
     def _decoder_inputs(self, rows: Sequence[Sequence[int]], projected: torch.Tensor,
                         tails: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -318,6 +330,9 @@ class LogLLM(torch.nn.Module):
         texts: the table of distinct masked messages; sequences: message ids into it; labels: 0/1;
         weights: how many samples each row stands for (default 1 each; the trainer's ``distinct_samples``
         passes how often a (sequence, label) pair occurs in the training set).
+        A sequence longer than ``max_messages`` trains on its highest-scoring window under the current
+        model (`logllm.scoring.training_windows`, scored without gradients): the window that makes its
+        score, with the sequence's label.
         Each distinct message used in the batch is encoded once (with gradients if the encoder trains),
         and identical (sequence, label) rows go through the decoder once, their loss counted with their
         summed weight: the value and gradient are those of the full batch (up to float rounding and
@@ -330,8 +345,12 @@ class LogLLM(torch.nn.Module):
         bad = sorted({int(y) for y in labels} - set(self.prompt.answers))
         if bad:
             raise ValueError(f"loss: labels must be 0 (normal) or 1 (anomalous), got {bad}; drop unlabeled sequences")
+        canon, n_long = training_windows(self._canonical(texts, sequences), self.window_plan,
+                                         lambda windows: self._log_odds(texts, windows))
+        self._count_long(n_long, len(sequences), n_long, "training on each one's highest-scoring window",
+                         count=False)  # counted when its windows were scored
         counts: Counter[tuple[tuple[int, ...], int]] = Counter()
-        for key, w in zip(zip(self._canonical(texts, sequences), map(int, labels), strict=True),
+        for key, w in zip(zip(canon, map(int, labels), strict=True),
                           weights if weights is not None else [1] * len(labels), strict=True):
             counts[key] += w
         rows = list(counts)  # distinct (sequence, label) rows, in order of first appearance
@@ -358,10 +377,12 @@ class LogLLM(torch.nn.Module):
         """(N, 2) float32 logits of the (normal, anomalous) answer tokens at the label position, one
         row per sequence in input order, on the model's device; no grad, in eval mode (restored after).
 
-        texts: the table of masked messages; sequences: message ids into it. Each distinct message is
-        encoded once (or read from the frozen-encoder cache) and projected once; identical sequences
-        (after the ``max_messages`` cut) go through the decoder once, in length-sorted batches of
-        ``batch_size``, which changes speed, not results (see `logllm.scoring`).
+        texts: the table of masked messages; sequences: message ids into it. A sequence longer than
+        ``max_messages`` is read as windows (`window_plan`) and gets the logits of its window with the
+        highest anomaly log-odds (so its P(anomalous) is the maximum over its windows). Each distinct
+        message is encoded once (or read from the frozen-encoder cache) and projected once; identical
+        windows go through the decoder once, in length-sorted batches of ``batch_size``, which changes
+        speed, not results (see `logllm.scoring`).
         """
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -371,7 +392,10 @@ class LogLLM(torch.nn.Module):
         if not sequences:
             return torch.zeros(0, 2, device=self.device)
         started = time.perf_counter()
-        distinct, inverse = deduplicate(self._canonical(texts, sequences))
+        windows, owner = self.window_plan.expand(self._canonical(texts, sequences))
+        n_long = int(np.count_nonzero(np.bincount(owner) > 1))
+        self._count_long(n_long, len(sequences), len(windows) - len(sequences) + n_long, "scoring")
+        distinct, inverse = deduplicate(windows)
         used, rows = local_rows(distinct)
         encoded_before = self.stats["encoder_texts"]
         was_training = self.training
@@ -384,10 +408,19 @@ class LogLLM(torch.nn.Module):
                     logits[batch] = self._label_logits(projected, [rows[i] for i in batch])  # (b, 2)
         finally:
             self.train(was_training)
-        log.info("scored %d sequences (%d distinct) over %d distinct messages (%d encoded now) in %.2fs",
-                 len(sequences), len(distinct), len(used), self.stats["encoder_texts"] - encoded_before,
-                 time.perf_counter() - started)
-        return logits[torch.from_numpy(inverse).to(self.device)]
+        log.info("scored %d sequences (%d windows, %d distinct) over %d distinct messages (%d encoded now) in %.2fs",
+                 len(sequences), len(windows), len(distinct), len(used),
+                 self.stats["encoder_texts"] - encoded_before, time.perf_counter() - started)
+        per_window = logits[torch.from_numpy(inverse).to(self.device)]  # (W, 2)
+        if len(windows) == len(sequences):
+            return per_window
+        best = best_windows((per_window[:, 1] - per_window[:, 0]).double().cpu().numpy(), owner, len(sequences))
+        return per_window[torch.from_numpy(best).to(self.device)]  # (N, 2)
+
+    def _log_odds(self, texts: Sequence[str], windows: Sequence[Sequence[int]]) -> np.ndarray:
+        """Anomaly log-odds of windows that fit the model (no grad, eval mode), float64."""
+        logits = self.answer_logits(texts, windows).double().cpu().numpy()  # (W, 2)
+        return logits[:, 1] - logits[:, 0]
 
     def score(self, texts: Sequence[str] | Sequence[Sequence[str]], sequences: Sequence[Sequence[int]] | None = None,
               batch_size: int = 64) -> np.ndarray:

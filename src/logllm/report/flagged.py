@@ -4,8 +4,9 @@ An explanation is the leave-one-out contribution of each line (`logllm.explain`)
 sequence's P(anomalous) when that line is left out, ranked by the drop in log-odds, one line per
 distinct masked message (as `logllm detect` lists them). It needs the run's model, and costs one
 scoring per line of each explained sequence, so only the ``explain_top`` highest-scoring flagged
-sequences are explained. A model reads only its first ``max_messages`` messages: a longer sequence
-is explained over those, and the lines after them are said to be unread, never explained.
+sequences are explained. A sequence longer than the model's ``max_messages`` is read as windows
+(`logllm.scoring.WindowPlan`) and explained over all its lines, each line left out of the windows
+that hold it (`logllm.explain`); its row says how many windows the model read.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from logllm.errors import LogLLMError
 from logllm.explain import ScoreCache, leave_one_out, log_odds_fn, top_k
 from logllm.report.results import SplitResult
 from logllm.report.sequences import SplitLines, input_name, read_raw_lines, where
+from logllm.scoring import WindowPlan
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +73,14 @@ class Explainer:
     a LogLLM also gives ``answer_logits``, used for the log-odds ranking)."""
 
     def __init__(self, model: Any, batch_size: int = 64):
-        self.max_messages: int | None = getattr(getattr(model, "config", None), "max_messages", None)
-        self.cache = ScoreCache(log_odds_fn(model), batch_size=batch_size, max_messages=self.max_messages)
+        self.windows: WindowPlan | None = WindowPlan.of(model)
+        self.cache = ScoreCache(log_odds_fn(model), batch_size=batch_size, windows=self.windows)
 
     def explain(self, sequences: list[list[str]], k: int) -> list[list[tuple[int, float]]]:
-        """Top ``k`` (position, probability drop) per sequence, one per distinct masked message."""
-        cut = [s[: self.max_messages] if self.max_messages else s for s in sequences]
-        contributions = leave_one_out(self.cache, cut, by="position")
-        return [top_k(c, k, keys=s) for c, s in zip(contributions, cut)]
+        """Top ``k`` (position, probability drop) per sequence over all its lines, one per distinct
+        masked message."""
+        contributions = leave_one_out(self.cache, sequences, by="position")
+        return [top_k(c, k, keys=s) for c, s in zip(contributions, sequences)]
 
 
 def load_explainer(run_dir: Path, model: Any | None = None, batch_size: int = 64) -> tuple[Explainer | None, str]:
@@ -153,13 +155,12 @@ def _explain(chosen: list[FlaggedRow], data: PreparedData, lines: SplitLines, ex
              time.perf_counter() - start)
     for row, r, seq, top in zip(chosen, rows, texts, tops):
         files, nums = lines.file_index[r], lines.line_numbers[r]
-        cap = explainer.max_messages
-        if cap and len(seq) > cap:
-            row.note = (f"the model reads the first {cap} of its {len(seq):,} lines (up to line "
-                        f"{int(nums[cap - 1])}); the {len(seq) - cap:,} lines after them are not explained")
-        read = seq[:cap] if cap else seq
+        plan = explainer.windows
+        if plan and len(seq) > plan.size:
+            row.note = (f"read as {len(plan.spans(len(seq)))} windows of {plan.size} lines (stride {plan.stride}); "
+                        "scored as its highest window, explained over all its lines")
         row.top = [TopLine(position=i, file_index=int(files[i]), file=input_name(data, int(files[i])),
-                           line=int(nums[i]), contribution=value, message=seq[i], occurrences=read.count(seq[i]))
+                           line=int(nums[i]), contribution=value, message=seq[i], occurrences=seq.count(seq[i]))
                    for i, value in top]
 
 

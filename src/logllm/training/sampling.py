@@ -22,13 +22,14 @@ def training_samples(ids: list[list[int]], labels: np.ndarray,
     """The sample indices an epoch draws from (oversampled with ``beta``), the per-sequence loss weights
     with ``distinct_samples`` (else None), and the oversampling report.
 
-    With ``distinct_samples`` each distinct (first ``max_messages`` messages, label) pair is one sample,
-    weighted by how often it occurs among the oversampled samples."""
+    With ``distinct_samples`` each distinct (sequence, label) pair is one sample, weighted by how often
+    it occurs among the oversampled samples. Whole sequences are compared: a sequence longer than
+    ``max_messages`` trains on one of its windows, chosen by the model at each step
+    (`logllm.scoring.training_windows`), so two long sequences that share their first windows differ."""
     samples, report = oversample(labels, config.beta, config.seed)
     if not config.distinct_samples or len(samples) == 0:
         return samples, None, report
-    limit = config.model.max_messages
-    keys = [(tuple(s[:limit]), int(y)) for s, y in zip(ids, labels, strict=True)]
+    keys = [(tuple(s), int(y)) for s, y in zip(ids, labels, strict=True)]
     samples, counts = distinct_samples(samples, keys)
     weight = np.zeros(len(ids))
     weight[samples] = counts
@@ -36,10 +37,11 @@ def training_samples(ids: list[list[int]], labels: np.ndarray,
 
 
 def length_key(ids: list[list[int]], labels: np.ndarray, max_messages: int) -> LengthKey:
-    """The ``group_by_length`` sort key of a sample: (length, label, messages) of its truncated sequence."""
+    """The ``group_by_length`` sort key of a sample: (decoder length, label, messages). A sequence longer
+    than ``max_messages`` trains on one window of ``max_messages`` messages, so that is its length."""
     def key(i: int) -> tuple[int, int, list[int]]:
-        seq = ids[i][:max_messages]
-        return len(seq), int(labels[i]), seq
+        seq = ids[i]
+        return min(len(seq), max_messages), int(labels[i]), seq
 
     return key
 

@@ -143,8 +143,9 @@ class Trainer:
             raise ConfigError(f"{self.data_dir}/train.parquet: no labeled training sequence")
         long = sum(len(s) > cfg.model.max_messages for s in self.train_ids)
         if long:
-            log.warning("%d of %d training sequences are longer than max_messages=%d and keep their first %d "
-                        "messages", long, len(self.train_ids), cfg.model.max_messages, cfg.model.max_messages)
+            log.info("%d of %d training sequences are longer than max_messages=%d: each is read as windows and "
+                     "trains on its highest-scoring window (docs/model.md, long sequences)", long,
+                     len(self.train_ids), cfg.model.max_messages)
         self.val = self.data.sequences("val") if self.data.has_split("val") else None
 
         ckpt = latest_checkpoint(self.run_dir) if resume else None
