@@ -10,18 +10,38 @@ hold by construction:
 A method returns a score per sequence (higher = more anomalous) and a boolean prediction made with
 a threshold it chose from training data (or from the validation split the harness may hand it);
 never from test labels.
+
+A fitted method is saved with ``save(folder)`` and read back with ``cls.load(folder)``: its
+parameters and seed in ``method.json``, its fitted state in ``state.safetensors`` (arrays only: torch
+weights, fitted tables; never a pickle). What a method keeps must not depend on the message table of
+the data it was fitted on (message ids): per-message features are read from the ``Resources`` of the
+input being scored, so a loaded method scores new messages the same way (`logllm.methods`).
 """
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from logllm.errors import ConfigError
+
 Supervision = Literal["supervised", "semi-supervised", "training-free"]
+#: How a method explains a score line by line (`Method.explanation`):
+#: ``leave-one-out``: the drop of its probability without the line (`logllm.explain`);
+#: ``line-scores``: a value per line from the method itself (`Method.line_scores`);
+#: ``none``: no per-line explanation.
+Explanation = Literal["leave-one-out", "line-scores", "none"]
+
+METHOD_FILE = "method.json"  #: a saved method's name, seed, parameters and state description
+STATE_FILE = "state.safetensors"  #: a saved method's arrays
+STATE_FORMAT = 1
+State = tuple[dict[str, np.ndarray], dict[str, Any]]
 
 
 @dataclass
@@ -97,6 +117,78 @@ class Method(ABC):
     @abstractmethod
     def predict(self, data: MethodInput) -> np.ndarray:
         """Boolean anomaly decision per sequence at the threshold chosen in ``fit``."""
+
+    # -- explanations ----------------------------------------------------------------------------
+    #: how a score is explained line by line (see `Explanation`); ``explanation_note`` says it in words
+    explanation: Explanation = "none"
+    explanation_note: ClassVar[str] = "this method gives no per-line explanation"
+
+    def line_scores(self, data: MethodInput) -> list[np.ndarray]:
+        """Per sequence, a value per message (higher = more to blame), for ``explanation = "line-scores"``."""
+        raise NotImplementedError(f"{self.name}: no per-line scores ({self.explanation_note})")
+
+    # -- saving ----------------------------------------------------------------------------------
+    def get_state(self) -> State:
+        """The fitted state: named arrays (saved as safetensors) and JSON-able values."""
+        raise NotImplementedError(f"{self.name}: saving is not implemented")
+
+    def set_state(self, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> None:
+        """Restore what `get_state` returned (on an instance built with the same seed and parameters)."""
+        raise NotImplementedError(f"{self.name}: loading is not implemented")
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``method.json`` and ``state.safetensors`` into ``folder`` (created); returns it."""
+        from safetensors.numpy import save_file
+
+        folder = Path(folder)
+        arrays, info = self.get_state()
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(folder / STATE_FILE))
+        meta = {"format_version": STATE_FORMAT, "method": self.name, "supervision": self.supervision,
+                "seed": self.seed, "params": _jsonable(self.params), "state": _jsonable(info)}
+        (folder / METHOD_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Method:
+        """A method saved by `save`, ready to score. Raises ConfigError for another method's folder."""
+        from safetensors.numpy import load_file
+
+        meta = read_method_meta(folder)
+        if meta["method"] != cls.name:
+            raise ConfigError(f"{Path(folder) / METHOD_FILE}: holds method {meta['method']!r}, not {cls.name!r}")
+        method = cls(seed=int(meta["seed"]), **dict(meta.get("params") or {}))
+        method.set_state(load_file(str(Path(folder) / STATE_FILE)), dict(meta.get("state") or {}))
+        return method
+
+
+def read_method_meta(folder: str | Path) -> dict[str, Any]:
+    """``method.json`` of a saved method, checked (file, JSON, format version, the keys it needs)."""
+    path = Path(folder) / METHOD_FILE
+    if not path.is_file() or not (Path(folder) / STATE_FILE).is_file():
+        raise ConfigError(f"{folder}: not a saved method ({METHOD_FILE} or {STATE_FILE} is missing); "
+                          "train one with `logllm train --method NAME`")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: invalid JSON at line {err.lineno}: {err.msg}") from err
+    if not isinstance(meta, dict) or not isinstance(meta.get("method"), str) or "seed" not in meta:
+        raise ConfigError(f"{path}: expected an object with 'method' and 'seed'; was it written by Method.save?")
+    if int(meta.get("format_version", 0)) > STATE_FORMAT:
+        raise ConfigError(f"{path}: format_version {meta['format_version']} is newer than this logllm reads "
+                          f"({STATE_FORMAT}); upgrade logllm")
+    return meta
+
+
+def _jsonable(value: Any) -> Any:
+    """Parameters and state values as JSON types (numpy scalars and tuples included)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 REGISTRY: dict[str, type[Method]] = {}

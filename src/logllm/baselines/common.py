@@ -257,8 +257,10 @@ class TorchClassifier:
     """Mixin for the supervised neural baselines: training on distinct sequences, a decision threshold.
 
     Subclasses (also `Method`s) set ``use`` ("messages" for semantic vectors, "templates" for
-    template ids) and ``defaults``, and implement ``build`` (the torch module, given the training
-    input) and ``make_batch`` (distinct sequences -> the module's arguments).
+    template ids) and ``defaults``, and implement ``architecture`` (the module's sizes as JSON values,
+    given the training input), ``module`` (the torch module of an architecture) and ``make_batch``
+    (distinct sequences -> the module's arguments; message vectors are ``self.vectors``, the
+    vectors of the input being scored, z-scored with the training statistics).
 
     Common parameters: ``epochs``, ``batch_size``, ``lr``, ``threads`` (torch CPU threads),
     ``weighting`` and ``threshold``. ``weighting="distinct"`` (default) trains on each distinct
@@ -276,8 +278,13 @@ class TorchClassifier:
     seed: int
     params: dict
     name: str
+    explanation = "leave-one-out"
+    explanation_note = "leave-one-out: the drop of the classifier's probability without the line"
 
-    def build(self, train: MethodInput):  # -> torch.nn.Module
+    def architecture(self, train: MethodInput) -> dict:
+        raise NotImplementedError
+
+    def module(self, arch: dict):  # -> torch.nn.Module
         raise NotImplementedError
 
     def make_batch(self, seqs: list[np.ndarray]) -> tuple:
@@ -289,6 +296,14 @@ class TorchClassifier:
     def _seqs(self, inp: MethodInput) -> list[np.ndarray]:
         return inp.messages if self.use == "messages" else inp.templates
 
+    def _bind(self, inp: MethodInput) -> None:
+        """Point ``self.vectors`` at the standardized message vectors of ``inp``'s resources."""
+        if self.use != "messages" or getattr(self, "_bound", None) is inp.resources:
+            return
+        mean, std = self.vector_stats
+        self.vectors = torch.tensor(standardize(inp.resources.message_vectors(), mean, std))
+        self._bound = inp.resources
+
     def fit(self, train: MethodInput, val: MethodInput | None = None) -> None:
         if train.labels is None:
             raise ConfigError(f"{self.name} is supervised and needs training labels")
@@ -296,7 +311,11 @@ class TorchClassifier:
         if weighting not in ("distinct", "count"):
             raise ConfigError(f"{self.name}: weighting={weighting!r}; expected `distinct` or `count`")
         torch_setup(self.seed, param(self.params, "threads", 1, int))
-        self.model = self.build(train)
+        if self.use == "messages":
+            self.vector_stats = vector_stats(train)
+            self._bind(train)
+        self.arch = self.architecture(train)
+        self.model = self.module(self.arch)
         data, labels = distinct(self._seqs(train), np.asarray(train.labels))
         if weighting == "distinct":
             data.counts = np.ones_like(data.counts)
@@ -315,10 +334,56 @@ class TorchClassifier:
             self.threshold = param(self.params, "threshold", 0.5, float)
 
     def score(self, data: MethodInput) -> np.ndarray:
+        self._bind(data)
         return classifier_scores(self.model, self.make_batch, data, self.use)
 
     def predict(self, data: MethodInput) -> np.ndarray:
         return predict(self.score(data), self.threshold)
+
+    def get_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays = module_arrays(self.model, "model.")
+        if self.use == "messages":
+            arrays["vector_mean"], arrays["vector_std"] = self.vector_stats
+        return arrays, {"architecture": self.arch, "threshold": float(self.threshold)}
+
+    def set_state(self, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> None:
+        self.arch = dict(info["architecture"])
+        self.threshold = float(info["threshold"])
+        if self.use == "messages":
+            self.vector_stats = (arrays["vector_mean"], arrays["vector_std"])
+        self.model = self.module(self.arch)
+        load_module(self.model, arrays, "model.", self.name)
+
+
+# --------------------------------------------------------------------------- saved state
+
+
+def module_arrays(module: nn.Module, prefix: str) -> dict[str, np.ndarray]:
+    """A torch module's parameters and buffers as named numpy arrays (for safetensors)."""
+    return {prefix + k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
+
+
+def load_module(module: nn.Module, arrays: dict[str, np.ndarray], prefix: str, name: str) -> None:
+    """Load the arrays under ``prefix`` into ``module``; missing or unexpected keys and other shapes
+    fail loudly (a state saved by another version or with other parameters). Leaves it in eval mode."""
+    state = {k[len(prefix):]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith(prefix)}
+    expected = module.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or wrong:
+        raise ConfigError(f"{name}: saved state does not fit the module (missing {missing[:5]}, unexpected "
+                          f"{unexpected[:5]}, other shapes {wrong[:5]}); save and load with the same logllm")
+    module.load_state_dict(state)
+    module.eval()
+
+
+def vocab_arrays(vocab: KeyVocab) -> dict[str, np.ndarray]:
+    return {"key_of_template": vocab.key_of_template, "n_keys": np.asarray([vocab.n_keys], dtype=np.int64)}
+
+
+def vocab_from(arrays: dict[str, np.ndarray]) -> KeyVocab:
+    return KeyVocab(key_of_template=np.asarray(arrays["key_of_template"], dtype=np.int64),
+                    n_keys=int(arrays["n_keys"][0]))
 
 
 def count_vectors(inp: MethodInput) -> np.ndarray:
@@ -337,6 +402,8 @@ class CountClassifier(Method):
     uses_vectors: ClassVar[bool] = False  # template counts/ids only: the harness skips the encoder
     paper: ClassVar[str] = "Yu et al., ICSE 2024 (Deep Learning or Classical Machine Learning?)"
     model: Any
+    explanation = "leave-one-out"
+    explanation_note = "leave-one-out: the drop of the classifier's probability without the line"
 
     def score(self, data: MethodInput) -> np.ndarray:
         proba = self.model.predict_proba(count_vectors(data))
@@ -347,8 +414,8 @@ class CountClassifier(Method):
         return self.model.predict(count_vectors(data)).astype(bool)
 
 
-def standardized_vectors(train: MethodInput) -> np.ndarray:
-    """The message vectors, z-scored per dimension with statistics of the training messages.
+def vector_stats(train: MethodInput) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and standard deviation of the message vectors of the training messages.
 
     Sentence-encoder vectors of masked log messages are close together (HDFS_2pct: per-dimension
     spread ~0.03 for MiniLM's pooler output); standardizing lets a freshly initialised network see
@@ -357,9 +424,12 @@ def standardized_vectors(train: MethodInput) -> np.ndarray:
     vectors = np.asarray(train.resources.message_vectors(), dtype=np.float32)
     seen = np.unique(np.concatenate([np.asarray(s, dtype=np.int64) for s in train.messages])) \
         if len(train) else np.arange(len(vectors))
-    mean = vectors[seen].mean(0)
-    std = vectors[seen].std(0)
-    return (vectors - mean) / np.maximum(std, 1e-6)
+    return vectors[seen].mean(0), vectors[seen].std(0)
+
+
+def standardize(vectors: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Message vectors z-scored with training statistics (`vector_stats`)."""
+    return (np.asarray(vectors, dtype=np.float32) - mean) / np.maximum(std, 1e-6)
 
 
 # --------------------------------------------------------------------------- log keys (semi-supervised methods)
