@@ -102,7 +102,16 @@ class Method(ABC):
     uses_vectors: ClassVar[bool] = True  # Resources.message_vectors (MiniLM sentence vectors)
     needs_token_vectors: ClassVar[bool] = False  # BenchResources.message_token_vectors
 
+    #: the parameters the method reads (``threads`` is always allowed); None when the method checks
+    #: them itself (a config dataclass, `common.make_config`)
+    param_names: ClassVar[frozenset[str] | None] = None
+
     def __init__(self, seed: int = 0, **params: object):
+        known = self.param_names
+        if known is not None:
+            unknown = sorted(set(params) - set(known) - {"threads"})
+            if unknown:
+                raise ConfigError(f"{self.name}: unknown parameter(s) {unknown}; valid: {sorted(known | {'threads'})}")
         self.seed = seed
         self.params = params
 

@@ -281,6 +281,10 @@ class TorchClassifier:
     explanation = "leave-one-out"
     explanation_note = "leave-one-out: the drop of the classifier's probability without the line"
 
+    @property
+    def param_names(self) -> frozenset[str]:  # type: ignore[override]
+        return frozenset(self.defaults) | {"weighting", "threshold", "threads"}
+
     def architecture(self, train: MethodInput) -> dict:
         raise NotImplementedError
 

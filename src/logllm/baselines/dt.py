@@ -65,6 +65,7 @@ class TreeArrays:
 @register
 class DecisionTree(CountClassifier):
     name: ClassVar[str] = "dt"
+    param_names: ClassVar[frozenset[str] | None] = frozenset({"max_depth"})
 
     def fit(self, train: MethodInput, val: MethodInput | None = None) -> None:
         from sklearn.tree import DecisionTreeClassifier

@@ -25,6 +25,7 @@ from logllm.baselines.common import CountClassifier, count_vectors, param
 @register
 class KNN(CountClassifier):
     name: ClassVar[str] = "knn"
+    param_names: ClassVar[frozenset[str] | None] = frozenset({"k"})
 
     def fit(self, train: MethodInput, val: MethodInput | None = None) -> None:
         k = param(self.params, "k", 5, int)

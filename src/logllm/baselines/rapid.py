@@ -62,6 +62,7 @@ def _greedy_k_center(x: np.ndarray, k: int, seed: int) -> np.ndarray:
 @register
 class RAPID(Method):
     name: ClassVar[str] = "rapid"
+    param_names: ClassVar[frozenset[str] | None] = frozenset({"top_k", "only_tokens", "core_set", "quantile"})
     supervision = "training-free"
     uses_templates: ClassVar[bool] = False  # token vectors of the messages only
     uses_vectors: ClassVar[bool] = False

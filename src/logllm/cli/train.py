@@ -67,7 +67,7 @@ _METHOD_ONLY = ("params", "threshold_quantile", "pooling", "drain_sim_th", "drai
 
 
 def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+    return "--set" if name == "params" else "--" + name.replace("_", "-")
 
 
 def _given(args: argparse.Namespace, names: tuple[str, ...]) -> list[str]:
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         return run_method(args)
     given = _given(args, _METHOD_ONLY)
     if given:
-        raise ConfigError(f"{', '.join(given)}: only apply with --method NAME (a bench method); LogLLM takes its "
+        raise ConfigError(f"{', '.join(given)}: only applies with --method NAME (a bench method); LogLLM takes its "
                           "options from --preset, --config and the flags above")
     overrides = _overrides(args)
     if args.resume:
