@@ -156,3 +156,55 @@ def test_bad_flags_are_refused_in_one_line(hdfs: dict, capsys) -> None:
         assert main(["-q", "train", "--data", data, "--out", out, *extra]) == 2, extra
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, (extra, err)
+
+
+@pytest.mark.parametrize("method,params", [("logrobust", {"epochs": 1, "hidden": 8, "layers": 1}),
+                                           ("rapid", {"core_set": 50})])
+def test_vector_methods_score_new_lines_like_evaluate(hdfs: dict, method: str, params: dict) -> None:
+    """Methods reading encoder vectors (stand-in encoder here): detect recomputes them from the texts."""
+    from logllm.detect import Detector
+    from logllm.evaluate import evaluate
+    from logllm.methods import load_run
+    from logllm.methods.train import MethodTrainOptions, train_method
+    from tests.baselines.conftest import fake_token_vectors, fake_vectors
+
+    run = hdfs["root"] / f"run_{method}"
+    fns = {"vector_fn": fake_vectors, "token_vector_fn": fake_token_vectors}
+    train_method(MethodTrainOptions(method=method, params=params), hdfs["prepared"], run, **fns)
+    config = json.loads((run / "config.json").read_text())
+    assert not config["features"]["templates"] and not (run / "features").exists()
+    metrics = evaluate(run, hdfs["prepared"], model=load_run(run, **fns))
+    scores = pl.read_parquet(run / "eval" / "test" / "scores.parquet")
+    evaluated = dict(zip(scores["sequence_id"], scores["score"]))
+    detector = Detector.from_run(run, model=load_run(run, **fns), explain="none")
+    detected = {d.sequence_id: d.score for d in detector.process(hdfs["raw"].read_bytes().splitlines())}
+    ids = sorted(hdfs["test_blocks"])
+    np.testing.assert_allclose([detected[i] for i in ids], [evaluated[i] for i in ids], rtol=1e-5, atol=1e-6)
+    assert metrics.method == method and metrics.roc_auc is not None and metrics.roc_auc > 0.5
+
+
+def test_follow_a_growing_file_with_a_baseline_run(hdfs: dict, runs: dict, tmp_path: Path) -> None:
+    """`detect --follow`'s path (a followed file read as it grows) gives the scores of `evaluate`."""
+    from logllm.detect import Detector
+    from logllm.follow import LineReader
+
+    lines = hdfs["raw"].read_bytes().splitlines(keepends=True)
+    path = tmp_path / "growing.log"
+    path.write_bytes(b"".join(lines[: len(lines) // 2]))
+    detector = Detector.from_run(hdfs["root"] / "run_deeplog")
+    batches = LineReader([path], follow=True, poll_interval=0.01).batches()
+    found = []
+
+    def read_all() -> None:
+        while (batch := next(batches)) != []:
+            found.extend(detector.feed(batch))
+
+    read_all()
+    with open(path, "ab") as fh:
+        fh.write(b"".join(lines[len(lines) // 2 :]))
+    read_all()
+    found.extend(detector.finish())
+    evaluated = runs["deeplog"][1]
+    scores = {d.sequence_id: d.score for d in found}
+    ids = sorted(hdfs["test_blocks"])
+    np.testing.assert_allclose([scores[i] for i in ids], [evaluated[i] for i in ids], rtol=0, atol=1e-9)
