@@ -162,11 +162,12 @@ def test_bad_flags_are_refused_in_one_line(hdfs: dict, capsys) -> None:
                                            ("rapid", {"core_set": 50})])
 def test_vector_methods_score_new_lines_like_evaluate(hdfs: dict, method: str, params: dict) -> None:
     """Methods reading encoder vectors (stand-in encoder here): detect recomputes them from the texts."""
+    from tests.baselines.conftest import fake_token_vectors, fake_vectors
+
     from logllm.detect import Detector
     from logllm.evaluate import evaluate
     from logllm.methods import load_run
     from logllm.methods.train import MethodTrainOptions, train_method
-    from tests.baselines.conftest import fake_token_vectors, fake_vectors
 
     run = hdfs["root"] / f"run_{method}"
     fns = {"vector_fn": fake_vectors, "token_vector_fn": fake_token_vectors}
