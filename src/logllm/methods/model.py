@@ -116,15 +116,16 @@ def load_run(run_dir: str | Path, *, vector_fn: Callable[[list[str]], np.ndarray
              token_vector_fn: Callable[[list[str]], list[np.ndarray]] | None = None) -> Any:
     """The scoring model of any run folder: a `LogLLM` for ``logllm`` runs, else a `BaselineModel`.
 
-    ``vector_fn`` / ``token_vector_fn`` replace a baseline's sentence encoder (tests).
+    ``vector_fn`` / ``token_vector_fn`` replace a baseline's sentence encoder (tests). A folder without
+    ``config.json`` is read as LogLLM (a run folder or a folder written by ``LogLLM.save_pretrained``).
     """
     run_dir = Path(run_dir)
-    config = read_run_config(run_dir)
+    config = read_run_config(run_dir) if (run_dir / CONFIG_FILE).is_file() else {}
     if str(config.get("method", LOGLLM)) != LOGLLM:
         return load_baseline(run_dir, config, vector_fn=vector_fn, token_vector_fn=token_vector_fn)
     from logllm.model.logllm import LogLLM
 
-    if not (run_dir / "model").is_dir():
+    if config and not (run_dir / "model").is_dir():
         raise ConfigError(f"{run_dir / 'model'}: missing; the run did not finish (resume it with "
                           "`logllm train --resume`)")
     return LogLLM.from_pretrained(run_dir, merge_adapters=True)
