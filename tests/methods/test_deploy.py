@@ -209,3 +209,18 @@ def test_follow_a_growing_file_with_a_baseline_run(hdfs: dict, runs: dict, tmp_p
     scores = {d.sequence_id: d.score for d in found}
     ids = sorted(hdfs["test_blocks"])
     np.testing.assert_allclose([scores[i] for i in ids], [evaluated[i] for i in ids], rtol=0, atol=1e-9)
+
+
+def test_detector_explain_by_the_methods_own_rule(hdfs: dict, runs: dict) -> None:
+    from logllm.data.dataset import PreparedData
+    from logllm.detect import Detector
+
+    data = PreparedData(hdfs["prepared"])
+    known = data.messages[int(data.sequences("train").message_ids[0][0])]  # its template is a training key
+    seq = [known, "a line no training session ever held", known]
+    deeplog = Detector.from_run(hdfs["root"] / "run_deeplog")
+    ranks = deeplog.explain(seq)
+    assert ranks[0][0] == 1 and ranks[0][1] >= deeplog.threshold  # the unseen key: beyond every rank
+    assert sorted(i for i, _ in ranks) == [0, 1, 2]
+    dt = Detector.from_run(hdfs["root"] / "run_dt")
+    assert dt.explanation == "leave-one-out" and len(dt.explain(seq, k=2)) == 2

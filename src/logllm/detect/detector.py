@@ -402,7 +402,16 @@ class Detector:
 
     def explain(self, sequence: StreamSequence | Sequence[str], k: int | None = None) -> list[tuple[int, float]]:
         """Leave-one-out contributions of a sequence's messages as ``(index, probability drop)``,
-        largest first (ranked by the drop in log-odds); all of them, or the top ``k``."""
+        largest first (ranked by the drop in log-odds); all of them, or the top ``k``. For a model
+        explained by ``line-scores``, its own value per line instead, largest first; for ``none``, []."""
         messages = sequence.messages if isinstance(sequence, StreamSequence) else list(sequence)
+        n = len(messages) if k is None else k
+        if self.explanation == "none":
+            return []
+        if self.explanation == "line-scores":
+            table: dict[str, int] = {}
+            ids = [table.setdefault(m, len(table)) for m in messages]
+            values = self.model.line_scores(list(table), [ids])[0]
+            return [(i, float(values[i])) for i in sorted(range(len(values)), key=lambda i: (-values[i], i))][:n]
         contrib = leave_one_out(self.explain_cache, [messages], by=self.explain_by)[0]
-        return top_k(contrib, len(messages) if k is None else k, None if self.explain_repeats else messages)
+        return top_k(contrib, n, None if self.explain_repeats else messages)
