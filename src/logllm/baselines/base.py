@@ -20,12 +20,13 @@ input being scored, so a loaded method scores new messages the same way (`logllm
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 
@@ -42,6 +43,7 @@ METHOD_FILE = "method.json"  #: a saved method's name, seed, parameters and stat
 STATE_FILE = "state.safetensors"  #: a saved method's arrays
 STATE_FORMAT = 1
 State = tuple[dict[str, np.ndarray], dict[str, Any]]
+C = TypeVar("C")
 
 
 @dataclass
@@ -187,6 +189,63 @@ def read_method_meta(folder: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: format_version {meta['format_version']} is newer than this logllm reads "
                           f"({STATE_FORMAT}); upgrade logllm")
     return meta
+
+
+def param(params: dict, name: str, default, kind: type = float):
+    """A method parameter (from `--set method.name=value`), converted to ``kind``, with a clear error."""
+    value = params.get(name, default)
+    if value is None:
+        return None
+    try:
+        if kind is bool and isinstance(value, str):
+            if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(value)
+            return value.lower() in ("1", "true", "yes")
+        return kind(value)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"parameter {name}={value!r}: expected {kind.__name__}") from err
+
+
+def make_config(cls: type[C], params: dict[str, object], method: str) -> C:
+    """Build a config dataclass from ``Method.params``; unknown names raise ConfigError."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(params) - set(fields))
+    if unknown:
+        raise ConfigError(f"{method}: unknown parameter(s) {unknown}; valid: {sorted(fields)}")
+    values = {}
+    for name, value in params.items():
+        default = getattr(cls, name, None)
+        # Numbers arrive as strings from a command line; coerce to the default's type.
+        if isinstance(default, bool) and isinstance(value, str):
+            value = value.lower() in ("1", "true", "yes")
+        elif isinstance(default, (int, float)) and not isinstance(default, bool) and isinstance(value, str):
+            try:
+                value = type(default)(value)
+            except ValueError as err:
+                raise ConfigError(f"{method}: parameter {name}={value!r} is not a {type(default).__name__}") from err
+        values[name] = value
+    return cls(**values)
+
+
+def module_arrays(module: Any, prefix: str) -> dict[str, np.ndarray]:
+    """A torch module's parameters and buffers as named numpy arrays (for safetensors)."""
+    return {prefix + k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
+
+
+def load_module(module: Any, arrays: dict[str, np.ndarray], prefix: str, name: str) -> None:
+    """Load the arrays under ``prefix`` into a torch ``module``; missing or unexpected keys and other
+    shapes fail loudly (a state saved by another version or with other parameters). Leaves it in eval mode."""
+    import torch
+
+    state = {k[len(prefix):]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith(prefix)}
+    expected = module.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or wrong:
+        raise ConfigError(f"{name}: saved state does not fit the module (missing {missing[:5]}, unexpected "
+                          f"{unexpected[:5]}, other shapes {wrong[:5]}); save and load with the same logllm")
+    module.load_state_dict(state)
+    module.eval()
 
 
 def _jsonable(value: Any) -> Any:

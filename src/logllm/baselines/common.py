@@ -1,6 +1,5 @@
 """Helpers shared by the baseline methods; each method's own module holds only that method.
 
-- parameters: `param` (one value of ``Method.params``) and `make_config` (a config dataclass);
 - `distinct` sequences: logs repeat (HDFS_2pct's 11,501 sessions hold only ~1,500 distinct masked
   sessions), so methods score each distinct sequence once and train on distinct (sequence, label)
   pairs weighted by how often they occur, which gives the same loss as the full list at a
@@ -15,7 +14,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -26,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from logllm.baselines.base import Method, MethodInput
+from logllm.baselines.base import Method, MethodInput, load_module, module_arrays, param
 from logllm.errors import ConfigError
 from logllm.metrics import best_f1_threshold, predict, quantile_threshold
 
@@ -35,45 +33,6 @@ log = logging.getLogger(__name__)
 C = TypeVar("C")
 
 PAD = 0  # key index of padding; known keys are 1..K; K+1 is "unseen in training"
-
-
-# --------------------------------------------------------------------------- parameters
-
-
-def param(params: dict, name: str, default, kind: type = float):
-    """A method parameter (from `--set method.name=value`), converted to ``kind``, with a clear error."""
-    value = params.get(name, default)
-    if value is None:
-        return None
-    try:
-        if kind is bool and isinstance(value, str):
-            if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                raise ValueError(value)
-            return value.lower() in ("1", "true", "yes")
-        return kind(value)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"parameter {name}={value!r}: expected {kind.__name__}") from err
-
-
-def make_config(cls: type[C], params: dict[str, object], method: str) -> C:
-    """Build a config dataclass from ``Method.params``; unknown names raise ConfigError."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(params) - set(fields))
-    if unknown:
-        raise ConfigError(f"{method}: unknown parameter(s) {unknown}; valid: {sorted(fields)}")
-    values = {}
-    for name, value in params.items():
-        default = getattr(cls, name, None)
-        # Numbers arrive as strings from a command line; coerce to the default's type.
-        if isinstance(default, bool) and isinstance(value, str):
-            value = value.lower() in ("1", "true", "yes")
-        elif isinstance(default, (int, float)) and not isinstance(default, bool) and isinstance(value, str):
-            try:
-                value = type(default)(value)
-            except ValueError as err:
-                raise ConfigError(f"{method}: parameter {name}={value!r} is not a {type(default).__name__}") from err
-        values[name] = value
-    return cls(**values)
 
 
 # --------------------------------------------------------------------------- progress
@@ -359,37 +318,6 @@ class TorchClassifier:
         load_module(self.model, arrays, "model.", self.name)
 
 
-# --------------------------------------------------------------------------- saved state
-
-
-def module_arrays(module: nn.Module, prefix: str) -> dict[str, np.ndarray]:
-    """A torch module's parameters and buffers as named numpy arrays (for safetensors)."""
-    return {prefix + k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
-
-
-def load_module(module: nn.Module, arrays: dict[str, np.ndarray], prefix: str, name: str) -> None:
-    """Load the arrays under ``prefix`` into ``module``; missing or unexpected keys and other shapes
-    fail loudly (a state saved by another version or with other parameters). Leaves it in eval mode."""
-    state = {k[len(prefix):]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith(prefix)}
-    expected = module.state_dict()
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or wrong:
-        raise ConfigError(f"{name}: saved state does not fit the module (missing {missing[:5]}, unexpected "
-                          f"{unexpected[:5]}, other shapes {wrong[:5]}); save and load with the same logllm")
-    module.load_state_dict(state)
-    module.eval()
-
-
-def vocab_arrays(vocab: KeyVocab) -> dict[str, np.ndarray]:
-    return {"key_of_template": vocab.key_of_template, "n_keys": np.asarray([vocab.n_keys], dtype=np.int64)}
-
-
-def vocab_from(arrays: dict[str, np.ndarray]) -> KeyVocab:
-    return KeyVocab(key_of_template=np.asarray(arrays["key_of_template"], dtype=np.int64),
-                    n_keys=int(arrays["n_keys"][0]))
-
-
 def count_vectors(inp: MethodInput) -> np.ndarray:
     """(n_sequences, n_templates) template counts; template 0 counts messages unknown to training."""
     out = np.zeros((len(inp), inp.resources.n_templates), dtype=np.float64)
@@ -469,6 +397,14 @@ class KeyVocab:
 
     def keys(self, templates: Sequence[np.ndarray]) -> list[np.ndarray]:
         return [self.key_of_template[t] for t in templates]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The vocabulary as named arrays (a method's saved state)."""
+        return {"key_of_template": self.key_of_template, "n_keys": np.asarray([self.n_keys], dtype=np.int64)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> KeyVocab:
+        return cls(np.asarray(arrays["key_of_template"], dtype=np.int64), int(arrays["n_keys"][0]))
 
 
 def key_vocab_of(train: MethodInput, extra: int = 0) -> KeyVocab:

@@ -52,18 +52,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from logllm.baselines.base import Method, MethodInput, register
+from logllm.baselines.base import Method, MethodInput, load_module, make_config, module_arrays, register
 from logllm.baselines.common import (
     PAD,
     EpochProgress,
+    KeyVocab,
     key_vocab_of,
-    load_module,
-    make_config,
-    module_arrays,
     threshold_on_val,
     torch_setup,
-    vocab_arrays,
-    vocab_from,
 )
 from logllm.metrics import predict
 
@@ -251,11 +247,11 @@ class DeepLog(Method):
         return predict(self.score(data), self.g_threshold)
 
     def get_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        return ({**vocab_arrays(self.vocab), **module_arrays(self.model, "model.")},
+        return ({**self.vocab.arrays(), **module_arrays(self.model, "model.")},
                 {"g_threshold": float(self.g_threshold)})
 
     def set_state(self, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> None:
-        self.vocab = vocab_from(arrays)
+        self.vocab = KeyVocab.from_arrays(arrays)
         self.g_threshold = float(info["g_threshold"])
         self.model = self._network()
         load_module(self.model, arrays, "model.", self.name)

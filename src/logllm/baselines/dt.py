@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from logllm.baselines.base import MethodInput, register
-from logllm.baselines.common import CountClassifier, count_vectors, param
+from logllm.baselines.base import MethodInput, param, register
+from logllm.baselines.common import CountClassifier, count_vectors
 
 
 @dataclass

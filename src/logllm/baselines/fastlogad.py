@@ -41,22 +41,18 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from logllm.baselines.base import Method, MethodInput, register
+from logllm.baselines.base import Method, MethodInput, load_module, make_config, module_arrays, register
 from logllm.baselines.common import (
     KeyTransformer,
+    KeyVocab,
     Symbols,
     distinct,
     key_sequences,
     key_vocab_of,
-    load_module,
-    make_config,
-    module_arrays,
     pad_batch,
     sample_batches,
     threshold_on_val,
     torch_setup,
-    vocab_arrays,
-    vocab_from,
 )
 from logllm.metrics import predict, quantile_threshold
 
@@ -246,12 +242,12 @@ class FastLogAD(Method):
         return predict(self.score(data), self.threshold)
 
     def get_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        arrays = {**vocab_arrays(self.vocab), **module_arrays(self.generator, "generator."),
+        arrays = {**self.vocab.arrays(), **module_arrays(self.generator, "generator."),
                   **module_arrays(self.discriminator, "discriminator.")}
         return arrays, {"threshold": float(self.threshold)}
 
     def set_state(self, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> None:
-        self.vocab = vocab_from(arrays)
+        self.vocab = KeyVocab.from_arrays(arrays)
         self.symbols = Symbols(self.vocab)
         self.threshold = float(info["threshold"])
         self.generator = Generator(self.symbols, self.config)

@@ -50,14 +50,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from logllm.baselines.base import Method, MethodInput, register
+from logllm.baselines.base import Method, MethodInput, load_module, make_config, module_arrays, register
 from logllm.baselines.common import (
     EpochProgress,
     distinct,
     f1_threshold,
-    load_module,
-    make_config,
-    module_arrays,
     torch_setup,
 )
 from logllm.metrics import predict, quantile_threshold

@@ -36,8 +36,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from logllm.baselines.base import Method, MethodInput, register
-from logllm.baselines.common import distinct, f1_threshold, param
+from logllm.baselines.base import Method, MethodInput, param, register
+from logllm.baselines.common import distinct, f1_threshold
 from logllm.metrics import predict, quantile_threshold
 
 log = logging.getLogger(__name__)
