@@ -1,6 +1,7 @@
 """Scores -> metrics: ``logllm evaluate`` and its Python API.
 
-``evaluate(run_dir, data_dir, split)`` loads the trained model of a run folder, scores every
+``evaluate(run_dir, data_dir, split)`` loads the trained model of a run folder (any method:
+`logllm.methods.load_run` reads ``config.json``'s ``method``), scores every
 sequence of one split of a prepared folder in one forward pass per batch, applies the run's
 decision threshold (chosen on the validation split at training time, never on the split being
 evaluated) and writes::
@@ -30,12 +31,11 @@ import numpy as np
 import polars as pl
 
 from logllm.errors import ConfigError, DataError
+from logllm.methods.model import THRESHOLD_FILE, load_run, read_run_config
 from logllm.metrics import DEFAULT_THRESHOLD, best_f1_threshold, classification_metrics, predict
 from logllm.versions import library_versions
 
 log = logging.getLogger(__name__)
-
-THRESHOLD_FILE = "threshold.json"
 
 # Training imports these from here; the rules themselves live in logllm.metrics.
 choose_threshold = best_f1_threshold
@@ -48,6 +48,7 @@ class Metrics:
     """The result of evaluating one split (also written to ``metrics.json``)."""
 
     split: str
+    method: str
     precision: float
     recall: float
     f1: float
@@ -118,7 +119,8 @@ def evaluate(
 
     The decision threshold comes from the run's ``threshold.json`` (chosen on validation data when
     training); the labels of ``split`` are used only to compute the metrics, after prediction.
-    ``model`` may be passed to reuse an already loaded LogLLM; ``batch_size`` changes speed, not scores.
+    ``model`` may be passed to reuse an already loaded model (anything with ``score(texts, sequences,
+    batch_size)``, as `logllm.methods.load_run` returns); ``batch_size`` changes speed, not scores.
     The folder must hold the data the run was trained on (its ``data_manifest.json``) unless
     ``allow_other_data``, which is then recorded in the metrics (``other_data``).
     """
@@ -126,22 +128,14 @@ def evaluate(
     from logllm.data.manifest import check_run_data
 
     run_dir, data_dir = Path(run_dir), Path(data_dir)
-    config_path = run_dir / "config.json"
-    if not config_path.is_file():
-        raise ConfigError(f"{run_dir}: not a run folder (config.json is missing); create one with `logllm train`")
-    config = json.loads(config_path.read_text())
+    config = read_run_config(run_dir)
     threshold_info = read_threshold(run_dir)
     threshold = float(threshold_info["threshold"])
     data = PreparedData(data_dir)
     other_data = check_run_data(run_dir, data, allow_other_data=allow_other_data, command="evaluate")
     seqs = data.sequences(split)
     if model is None:
-        from logllm.model.logllm import LogLLM
-
-        model_dir = run_dir / "model"
-        if not model_dir.is_dir():
-            raise ConfigError(f"{model_dir}: missing; the run did not finish (resume it with `logllm train --resume`)")
-        model = LogLLM.from_pretrained(model_dir, merge_adapters=True)
+        model = load_run(run_dir)
     if batch_size is None:
         batch_size = int(config.get("score_batch_size", 64))
 
@@ -161,7 +155,7 @@ def evaluate(
                     int((~known).sum()), len(labels), split)
     values = classification_metrics(labels[known], scores[known], threshold)
     metrics = Metrics(
-        split=split, **values, threshold=threshold,
+        split=split, method=str(config.get("method", "logllm")), **values, threshold=threshold,
         threshold_source=str(threshold_info.get("source", "unknown")),
         sequences=len(seqs), labeled=int(known.sum()), anomalous=int((labels == 1).sum()),
         unlabeled=int((~known).sum()), seconds=seconds,

@@ -25,6 +25,10 @@ DEFAULT_THRESHOLD = 0.5
 #: F1 values closer than this are equal when `best_f1_threshold` breaks ties.
 F1_TIE = 1e-12
 
+#: The quantile of normal training scores that a deployed baseline run's threshold lies just above
+#: when no labelled validation split decides it (`quantile_threshold`; `logllm train --method`).
+NORMAL_QUANTILE = 0.99
+
 def predict(scores: np.ndarray | Sequence[float], threshold: float) -> np.ndarray:
     """The decision rule everywhere: anomalous when ``score >= threshold``.
 
@@ -132,4 +136,4 @@ def quantile_threshold(normal_scores: np.ndarray | Sequence[float], quantile: fl
     return float(np.nextafter(np.quantile(s, quantile), np.inf))
 
 
-__all__ = ["DEFAULT_THRESHOLD", "best_f1_threshold", "classification_metrics", "predict", "quantile_threshold"]
+__all__ = ["DEFAULT_THRESHOLD", "NORMAL_QUANTILE", "best_f1_threshold", "classification_metrics", "predict", "quantile_threshold"]

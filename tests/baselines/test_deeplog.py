@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from logllm.baselines.base import REGISTRY, MethodInput
-from logllm.baselines.common import KeyVocab, distinct, f1_threshold, make_config, threshold_on_val
+from logllm.baselines.base import REGISTRY, MethodInput, make_config
+from logllm.baselines.common import KeyVocab, distinct, f1_threshold, threshold_on_val
 from logllm.baselines.deeplog import DeepLog, windows_of
 from logllm.errors import ConfigError
 

@@ -61,9 +61,12 @@ class CNN(TorchClassifier, Method):
                                 "batch_size": 64, "lr": 1e-3}
     kernels = (3, 4, 5)
 
-    def build(self, train: MethodInput):
-        return _module(train.resources.n_templates, self.p("width", int), self.kernels,
-                       self.p("filters", int), self.p("dropout"))
+    def architecture(self, train: MethodInput) -> dict:
+        return {"n_templates": train.resources.n_templates, "width": self.p("width", int),
+                "kernels": list(self.kernels), "filters": self.p("filters", int), "dropout": self.p("dropout")}
+
+    def module(self, arch: dict):
+        return _module(arch["n_templates"], arch["width"], tuple(arch["kernels"]), arch["filters"], arch["dropout"])
 
     def make_batch(self, seqs: list[np.ndarray]) -> tuple:
         import torch

@@ -1,6 +1,5 @@
 """Helpers shared by the baseline methods; each method's own module holds only that method.
 
-- parameters: `param` (one value of ``Method.params``) and `make_config` (a config dataclass);
 - `distinct` sequences: logs repeat (HDFS_2pct's 11,501 sessions hold only ~1,500 distinct masked
   sessions), so methods score each distinct sequence once and train on distinct (sequence, label)
   pairs weighted by how often they occur, which gives the same loss as the full list at a
@@ -15,7 +14,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -26,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from logllm.baselines.base import Method, MethodInput
+from logllm.baselines.base import Method, MethodInput, load_module, module_arrays, param
 from logllm.errors import ConfigError
 from logllm.metrics import best_f1_threshold, predict, quantile_threshold
 
@@ -35,45 +33,6 @@ log = logging.getLogger(__name__)
 C = TypeVar("C")
 
 PAD = 0  # key index of padding; known keys are 1..K; K+1 is "unseen in training"
-
-
-# --------------------------------------------------------------------------- parameters
-
-
-def param(params: dict, name: str, default, kind: type = float):
-    """A method parameter (from `--set method.name=value`), converted to ``kind``, with a clear error."""
-    value = params.get(name, default)
-    if value is None:
-        return None
-    try:
-        if kind is bool and isinstance(value, str):
-            if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                raise ValueError(value)
-            return value.lower() in ("1", "true", "yes")
-        return kind(value)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"parameter {name}={value!r}: expected {kind.__name__}") from err
-
-
-def make_config(cls: type[C], params: dict[str, object], method: str) -> C:
-    """Build a config dataclass from ``Method.params``; unknown names raise ConfigError."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(params) - set(fields))
-    if unknown:
-        raise ConfigError(f"{method}: unknown parameter(s) {unknown}; valid: {sorted(fields)}")
-    values = {}
-    for name, value in params.items():
-        default = getattr(cls, name, None)
-        # Numbers arrive as strings from a command line; coerce to the default's type.
-        if isinstance(default, bool) and isinstance(value, str):
-            value = value.lower() in ("1", "true", "yes")
-        elif isinstance(default, (int, float)) and not isinstance(default, bool) and isinstance(value, str):
-            try:
-                value = type(default)(value)
-            except ValueError as err:
-                raise ConfigError(f"{method}: parameter {name}={value!r} is not a {type(default).__name__}") from err
-        values[name] = value
-    return cls(**values)
 
 
 # --------------------------------------------------------------------------- progress
@@ -257,8 +216,10 @@ class TorchClassifier:
     """Mixin for the supervised neural baselines: training on distinct sequences, a decision threshold.
 
     Subclasses (also `Method`s) set ``use`` ("messages" for semantic vectors, "templates" for
-    template ids) and ``defaults``, and implement ``build`` (the torch module, given the training
-    input) and ``make_batch`` (distinct sequences -> the module's arguments).
+    template ids) and ``defaults``, and implement ``architecture`` (the module's sizes as JSON values,
+    given the training input), ``module`` (the torch module of an architecture) and ``make_batch``
+    (distinct sequences -> the module's arguments; message vectors are ``self.vectors``, the
+    vectors of the input being scored, z-scored with the training statistics).
 
     Common parameters: ``epochs``, ``batch_size``, ``lr``, ``threads`` (torch CPU threads),
     ``weighting`` and ``threshold``. ``weighting="distinct"`` (default) trains on each distinct
@@ -276,8 +237,17 @@ class TorchClassifier:
     seed: int
     params: dict
     name: str
+    explanation = "leave-one-out"
+    explanation_note = "leave-one-out: the drop of the classifier's probability without the line"
 
-    def build(self, train: MethodInput):  # -> torch.nn.Module
+    @property
+    def param_names(self) -> frozenset[str]:  # type: ignore[override]
+        return frozenset(self.defaults) | {"weighting", "threshold", "threads"}
+
+    def architecture(self, train: MethodInput) -> dict:
+        raise NotImplementedError
+
+    def module(self, arch: dict):  # -> torch.nn.Module
         raise NotImplementedError
 
     def make_batch(self, seqs: list[np.ndarray]) -> tuple:
@@ -289,6 +259,14 @@ class TorchClassifier:
     def _seqs(self, inp: MethodInput) -> list[np.ndarray]:
         return inp.messages if self.use == "messages" else inp.templates
 
+    def _bind(self, inp: MethodInput) -> None:
+        """Point ``self.vectors`` at the standardized message vectors of ``inp``'s resources."""
+        if self.use != "messages" or getattr(self, "_bound", None) is inp.resources:
+            return
+        mean, std = self.vector_stats
+        self.vectors = torch.tensor(standardize(inp.resources.message_vectors(), mean, std))
+        self._bound = inp.resources
+
     def fit(self, train: MethodInput, val: MethodInput | None = None) -> None:
         if train.labels is None:
             raise ConfigError(f"{self.name} is supervised and needs training labels")
@@ -296,7 +274,11 @@ class TorchClassifier:
         if weighting not in ("distinct", "count"):
             raise ConfigError(f"{self.name}: weighting={weighting!r}; expected `distinct` or `count`")
         torch_setup(self.seed, param(self.params, "threads", 1, int))
-        self.model = self.build(train)
+        if self.use == "messages":
+            self.vector_stats = vector_stats(train)
+            self._bind(train)
+        self.arch = self.architecture(train)
+        self.model = self.module(self.arch)
         data, labels = distinct(self._seqs(train), np.asarray(train.labels))
         if weighting == "distinct":
             data.counts = np.ones_like(data.counts)
@@ -315,10 +297,25 @@ class TorchClassifier:
             self.threshold = param(self.params, "threshold", 0.5, float)
 
     def score(self, data: MethodInput) -> np.ndarray:
+        self._bind(data)
         return classifier_scores(self.model, self.make_batch, data, self.use)
 
     def predict(self, data: MethodInput) -> np.ndarray:
         return predict(self.score(data), self.threshold)
+
+    def get_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays = module_arrays(self.model, "model.")
+        if self.use == "messages":
+            arrays["vector_mean"], arrays["vector_std"] = self.vector_stats
+        return arrays, {"architecture": self.arch, "threshold": float(self.threshold)}
+
+    def set_state(self, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> None:
+        self.arch = dict(info["architecture"])
+        self.threshold = float(info["threshold"])
+        if self.use == "messages":
+            self.vector_stats = (arrays["vector_mean"], arrays["vector_std"])
+        self.model = self.module(self.arch)
+        load_module(self.model, arrays, "model.", self.name)
 
 
 def count_vectors(inp: MethodInput) -> np.ndarray:
@@ -337,6 +334,8 @@ class CountClassifier(Method):
     uses_vectors: ClassVar[bool] = False  # template counts/ids only: the harness skips the encoder
     paper: ClassVar[str] = "Yu et al., ICSE 2024 (Deep Learning or Classical Machine Learning?)"
     model: Any
+    explanation = "leave-one-out"
+    explanation_note = "leave-one-out: the drop of the classifier's probability without the line"
 
     def score(self, data: MethodInput) -> np.ndarray:
         proba = self.model.predict_proba(count_vectors(data))
@@ -347,8 +346,8 @@ class CountClassifier(Method):
         return self.model.predict(count_vectors(data)).astype(bool)
 
 
-def standardized_vectors(train: MethodInput) -> np.ndarray:
-    """The message vectors, z-scored per dimension with statistics of the training messages.
+def vector_stats(train: MethodInput) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and standard deviation of the message vectors of the training messages.
 
     Sentence-encoder vectors of masked log messages are close together (HDFS_2pct: per-dimension
     spread ~0.03 for MiniLM's pooler output); standardizing lets a freshly initialised network see
@@ -357,9 +356,12 @@ def standardized_vectors(train: MethodInput) -> np.ndarray:
     vectors = np.asarray(train.resources.message_vectors(), dtype=np.float32)
     seen = np.unique(np.concatenate([np.asarray(s, dtype=np.int64) for s in train.messages])) \
         if len(train) else np.arange(len(vectors))
-    mean = vectors[seen].mean(0)
-    std = vectors[seen].std(0)
-    return (vectors - mean) / np.maximum(std, 1e-6)
+    return vectors[seen].mean(0), vectors[seen].std(0)
+
+
+def standardize(vectors: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Message vectors z-scored with training statistics (`vector_stats`)."""
+    return (np.asarray(vectors, dtype=np.float32) - mean) / np.maximum(std, 1e-6)
 
 
 # --------------------------------------------------------------------------- log keys (semi-supervised methods)
@@ -395,6 +397,14 @@ class KeyVocab:
 
     def keys(self, templates: Sequence[np.ndarray]) -> list[np.ndarray]:
         return [self.key_of_template[t] for t in templates]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The vocabulary as named arrays (a method's saved state)."""
+        return {"key_of_template": self.key_of_template, "n_keys": np.asarray([self.n_keys], dtype=np.int64)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> KeyVocab:
+        return cls(np.asarray(arrays["key_of_template"], dtype=np.int64), int(arrays["n_keys"][0]))
 
 
 def key_vocab_of(train: MethodInput, extra: int = 0) -> KeyVocab:

@@ -32,6 +32,11 @@ Deviations (each a parameter; the figures are in the final report / docs/baselin
 
 Shared pieces (configuration from ``params``, seeding, the key vocabulary, the threshold on
 validation data) are in `logllm.baselines.common`.
+
+Explanation (``line_scores``): the rank of each line's key among the predicted next keys; the lines at
+or above the decision threshold are those whose key was not in the top g (a miss of the end key, a
+sequence that stopped early, belongs to no line). Saved state: the key vocabulary, the LSTM's
+weights and the decision rank.
 """
 
 from __future__ import annotations
@@ -40,19 +45,19 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from logllm.baselines.base import Method, MethodInput, register
+from logllm.baselines.base import Method, MethodInput, load_module, make_config, module_arrays, register
 from logllm.baselines.common import (
     PAD,
     EpochProgress,
+    KeyVocab,
     key_vocab_of,
-    make_config,
     threshold_on_val,
     torch_setup,
 )
@@ -201,9 +206,14 @@ class DeepLog(Method):
         log.info("%s: trained in %.1fs, decision: max rank >= %g", self.name, time.perf_counter() - start,
                  self.g_threshold)
 
+    explanation = "line-scores"
+    explanation_note = ("missed next keys: the rank of the line's log key among the LSTM's predicted next keys "
+                        "(at or above the threshold: not in the top g)")
+
     @torch.no_grad()
-    def score(self, data: MethodInput) -> np.ndarray:
-        """Largest rank of an observed key among the predicted next keys (unseen key = K + g)."""
+    def _row_ranks(self, data: MethodInput) -> tuple[np.ndarray, np.ndarray]:
+        """Per predicted key (every message, then the end key): its rank among the predictions (unseen
+        key = K + g), and the sequence it belongs to."""
         keys = self._keys(data)
         unseen = self._target_unseen(data)
         rows, owner = windows_of(keys, self.config.window)
@@ -218,9 +228,30 @@ class DeepLog(Method):
             ranks[start : start + len(chunk)] = (logits > true).sum(1).double().numpy()
         row_rank = ranks[inverse.reshape(-1)]
         row_rank[miss_unseen] = self.vocab.n_keys + self.config.top_g  # beyond any rank, and >= g
-        out = np.zeros(len(keys), dtype=np.float64)
+        return row_rank, owner
+
+    def score(self, data: MethodInput) -> np.ndarray:
+        """Largest rank of an observed key among the predicted next keys (unseen key = K + g)."""
+        row_rank, owner = self._row_ranks(data)
+        out = np.zeros(len(data), dtype=np.float64)
         np.maximum.at(out, owner, row_rank)
         return out
 
+    def line_scores(self, data: MethodInput) -> list[np.ndarray]:
+        """Per sequence, the rank of each message's key among the predicted next keys (the end key left out)."""
+        row_rank, owner = self._row_ranks(data)
+        starts = np.searchsorted(owner, np.arange(len(data)))  # rows are in sequence order
+        return [row_rank[start : start + len(m)] for start, m in zip(starts, data.messages)]
+
     def predict(self, data: MethodInput) -> np.ndarray:
         return predict(self.score(data), self.g_threshold)
+
+    def get_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        return ({**self.vocab.arrays(), **module_arrays(self.model, "model.")},
+                {"g_threshold": float(self.g_threshold)})
+
+    def set_state(self, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> None:
+        self.vocab = KeyVocab.from_arrays(arrays)
+        self.g_threshold = float(info["g_threshold"])
+        self.model = self._network()
+        load_module(self.model, arrays, "model.", self.name)

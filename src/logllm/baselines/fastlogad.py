@@ -25,7 +25,8 @@ Scaled for a CPU: both transformers have 2 layers, width 64, 4 heads; the genera
 ``gen_steps`` (300) and the discriminator for ``disc_steps`` (500) Adam steps (lr 1e-3, batch 32 normal + 32
 pseudo-anomalous sequences), sequences drawn in proportion to their frequency. Training runs the two
 stages one after the other instead of jointly (the generator is frozen while the discriminator learns).
-Sequences longer than ``max_len - 1`` keys are cut (logged).
+Sequences longer than ``max_len - 1`` keys are cut (logged). Saved state: the key vocabulary, both
+networks' weights and the threshold.
 """
 
 from __future__ import annotations
@@ -33,21 +34,21 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from logllm.baselines.base import Method, MethodInput, register
+from logllm.baselines.base import Method, MethodInput, load_module, make_config, module_arrays, register
 from logllm.baselines.common import (
     KeyTransformer,
+    KeyVocab,
     Symbols,
     distinct,
     key_sequences,
     key_vocab_of,
-    make_config,
     pad_batch,
     sample_batches,
     threshold_on_val,
@@ -239,3 +240,17 @@ class FastLogAD(Method):
 
     def predict(self, data: MethodInput) -> np.ndarray:
         return predict(self.score(data), self.threshold)
+
+    def get_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays = {**self.vocab.arrays(), **module_arrays(self.generator, "generator."),
+                  **module_arrays(self.discriminator, "discriminator.")}
+        return arrays, {"threshold": float(self.threshold)}
+
+    def set_state(self, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> None:
+        self.vocab = KeyVocab.from_arrays(arrays)
+        self.symbols = Symbols(self.vocab)
+        self.threshold = float(info["threshold"])
+        self.generator = Generator(self.symbols, self.config)
+        self.discriminator = Discriminator(self.symbols, self.config)
+        load_module(self.generator, arrays, "generator.", self.name)
+        load_module(self.discriminator, arrays, "discriminator.", self.name)

@@ -7,25 +7,39 @@ unseen in training), and a k-nearest-neighbour classifier votes. scikit-learn's 
 study (k = 5, uniform weights, Euclidean distance).
 
 Score: the share of anomalous neighbours; prediction: the classifier's majority vote.
+
+Saved state: the training count vectors and labels (all a nearest-neighbour classifier holds); loading
+fits the same classifier on them again.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
-from logllm.baselines.base import MethodInput, register
-from logllm.baselines.common import CountClassifier, count_vectors, param
+from logllm.baselines.base import MethodInput, param, register
+from logllm.baselines.common import CountClassifier, count_vectors
 
 
 @register
 class KNN(CountClassifier):
     name: ClassVar[str] = "knn"
+    param_names: ClassVar[frozenset[str] | None] = frozenset({"k"})
 
     def fit(self, train: MethodInput, val: MethodInput | None = None) -> None:
+        k = param(self.params, "k", 5, int)
+        self._fit_arrays(count_vectors(train), np.asarray(train.labels, dtype=np.int64), min(k, len(train)))
+
+    def _fit_arrays(self, x: np.ndarray, y: np.ndarray, k: int) -> None:
         from sklearn.neighbors import KNeighborsClassifier
 
-        k = param(self.params, "k", 5, int)
-        self.model = KNeighborsClassifier(n_neighbors=min(k, len(train)))
-        self.model.fit(count_vectors(train), np.asarray(train.labels, dtype=np.int64))
+        self.x, self.y, self.k = x, y, k
+        self.model = KNeighborsClassifier(n_neighbors=k)
+        self.model.fit(x, y)
+
+    def get_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        return {"x": self.x, "y": self.y}, {"k": self.k}
+
+    def set_state(self, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> None:
+        self._fit_arrays(np.asarray(arrays["x"]), np.asarray(arrays["y"], dtype=np.int64), int(info["k"]))

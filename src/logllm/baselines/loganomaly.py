@@ -21,12 +21,16 @@ follow DeepLog's HDFS settings (2 layers, 64 units, h=10, g=9). Everything else 
 chosen on a labelled validation split when the harness hands one (``threshold="auto"``).
 ``min_similarity`` (default 0, the paper's behaviour) lets a new template that resembles no known
 one stay a miss instead of being absorbed by its nearest neighbour.
+
+Saved state: DeepLog's (vocabulary, weights, decision rank) plus the key vectors; the vectors of
+messages being scored come from the scored input's resources (the run's encoder).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -94,7 +98,6 @@ class LogAnomaly(DeepLog):
         norms = np.linalg.norm(key_vecs, axis=1, keepdims=True)
         key_vecs = np.where(norms > 0, key_vecs / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
         self.key_vectors = key_vecs
-        self._message_vectors = vectors
 
     def _message_keys(self, data: MethodInput) -> np.ndarray:
         """Key per message of the resources: its template's key, or the nearest known key if unseen."""
@@ -102,7 +105,9 @@ class LogAnomaly(DeepLog):
         keys = self.vocab.key_of_template[res.template_of_message].copy()
         unseen = np.flatnonzero(keys == self.vocab.unseen)
         if self.config.match_unseen and len(unseen):
-            sims = self._message_vectors[unseen] @ self.key_vectors[1 : self.vocab.n_keys + 1].T
+            vectors = np.asarray(res.message_vectors(), dtype=np.float32)[unseen]
+            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+            sims = vectors @ self.key_vectors[1 : self.vocab.n_keys + 1].T
             close = sims.max(1) >= self.config.min_similarity
             keys[unseen[close]] = sims[close].argmax(1) + 1
         return keys
@@ -127,3 +132,11 @@ class LogAnomaly(DeepLog):
                 log.info("loganomaly: %d messages of unseen templates matched to the nearest known template "
                          "(%d distinct keys used)", n_unseen_templates, len(np.unique(keys)))
         return super().score(data)
+
+    def get_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays, info = super().get_state()
+        return {**arrays, "key_vectors": self.key_vectors}, info
+
+    def set_state(self, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> None:
+        self.key_vectors = np.asarray(arrays["key_vectors"], dtype=np.float32)
+        super().set_state(arrays, info)

@@ -17,32 +17,35 @@ proportion to their frequency (distinct sequences are stored once, with counts);
 centre is recomputed every tenth of training. As in ``deeplog``, an end-of-sequence key is appended
 (``end_key=True``, not in the paper) so that a session that stops early leaves a visible gap. For a
 deterministic score every key is masked exactly once: positions are dealt to ``round(1/ratio)``
-masking rounds by a seeded permutation. Score = share of keys judged anomalous; r is chosen by F1 on
+masking rounds by a permutation seeded by the method's seed and the sequence's keys, so that a
+sequence scores the same whatever else is scored with it (as `logllm detect` needs). Score = share of keys judged anomalous; r is chosen by F1 on
 the validation split when the harness hands one with labels, else it is the 0.99 quantile of the
 training sequences' scores (any sequence above every normal pattern the model has seen).
 Sequences longer than ``max_len - 1`` keys are cut to their first keys (counted and logged).
+Saved state: the key vocabulary, the network's weights, the hypersphere centre and the threshold.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import zlib
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from logllm.baselines.base import Method, MethodInput, register
+from logllm.baselines.base import Method, MethodInput, load_module, make_config, module_arrays, register
 from logllm.baselines.common import (
     KeyTransformer,
+    KeyVocab,
     Symbols,
     distinct,
     key_sequences,
     key_vocab_of,
-    make_config,
     pad_batch,
     sample_batches,
     threshold_on_val,
@@ -174,13 +177,13 @@ class LogBERT(Method):
         """Share of keys outside the top g when masked (each key masked once, in seeded rounds)."""
         cfg = self.config
         rounds = max(round(1.0 / cfg.mask_ratio), 1)
-        rng = np.random.default_rng(self.seed + 1)
         out = np.zeros(len(uniq), dtype=np.float64)
         for s in range(0, len(uniq), 256):
             batch = uniq[s : s + 256]
             x = pad_batch(batch, self.symbols.dist)
             deal = np.zeros(x.shape, dtype=np.int64)
             for i, seq in enumerate(batch):
+                rng = np.random.default_rng([self.seed + 1, zlib.crc32(np.asarray(seq, dtype=np.int64).tobytes())])
                 deal[i, 1 : 1 + len(seq)] = rng.permutation(len(seq)) % rounds
             deal_t = torch.from_numpy(deal)
             missed = torch.zeros(len(batch))
@@ -204,4 +207,15 @@ class LogBERT(Method):
     def predict(self, data: MethodInput) -> np.ndarray:
         return predict(self.score(data), self.threshold)
 
+    def get_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays = {**self.vocab.arrays(), **module_arrays(self.model, "model."),
+                  "center": self.center.detach().numpy().copy()}
+        return arrays, {"threshold": float(self.threshold)}
 
+    def set_state(self, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> None:
+        self.vocab = KeyVocab.from_arrays(arrays)
+        self.symbols = Symbols(self.vocab)
+        self.threshold = float(info["threshold"])
+        self.center = torch.from_numpy(np.array(arrays["center"]))
+        self.model = LogBERTNet(self.symbols, self.config)
+        load_module(self.model, arrays, "model.", self.name)

@@ -9,7 +9,7 @@ softmax layer classifies the sequence. Supervised, cross-entropy.
 
 Defaults: 2 Bi-LSTM layers of 128 units per direction (sizes used by common re-implementations),
 dropout 0.5 between layers, Adam, batch 64. Message vectors are z-scored per dimension
-(`common.standardized_vectors`). Training runs on the distinct (sequence, label)
+(`common.vector_stats`). Training runs on the distinct (sequence, label)
 pairs with the decision threshold chosen on the validation split (see `common.TorchClassifier`);
 to fit the bench's CPU budget it runs 6 epochs at lr 3e-3 (instead of the usual 1e-3 for longer),
 chosen on validation data of a development split of HDFS_2pct (F1 0.97 there), never on test.
@@ -22,7 +22,7 @@ from typing import ClassVar
 import numpy as np
 
 from logllm.baselines.base import Method, MethodInput, register
-from logllm.baselines.common import TorchClassifier, pad, standardized_vectors
+from logllm.baselines.common import TorchClassifier, pad
 
 
 def _module(width: int, hidden: int, layers: int, dropout: float):
@@ -61,11 +61,12 @@ class LogRobust(TorchClassifier, Method):
     defaults: ClassVar[dict] = {"hidden": 128, "layers": 2, "dropout": 0.5, "epochs": 6,
                                 "batch_size": 64, "lr": 3e-3}
 
-    def build(self, train: MethodInput):
-        import torch
+    def architecture(self, train: MethodInput) -> dict:
+        return {"width": int(self.vector_stats[0].shape[0]), "hidden": self.p("hidden", int),
+                "layers": self.p("layers", int), "dropout": self.p("dropout")}
 
-        self.vectors = torch.tensor(standardized_vectors(train))
-        return _module(self.vectors.shape[1], self.p("hidden", int), self.p("layers", int), self.p("dropout"))
+    def module(self, arch: dict):
+        return _module(arch["width"], arch["hidden"], arch["layers"], arch["dropout"])
 
     def make_batch(self, seqs: list[np.ndarray]) -> tuple:
         import torch

@@ -22,7 +22,7 @@ from typing import ClassVar
 import numpy as np
 
 from logllm.baselines.base import Method, MethodInput, register
-from logllm.baselines.common import TorchClassifier, pad, standardized_vectors
+from logllm.baselines.common import TorchClassifier, pad
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +64,18 @@ class NeuralLog(TorchClassifier, Method):
     defaults: ClassVar[dict] = {"heads": 12, "ff": 2048, "layers": 1, "dropout": 0.1, "epochs": 5,
                                 "batch_size": 64, "lr": 3e-4}
 
-    def build(self, train: MethodInput):
-        import torch
-
-        self.vectors = torch.tensor(standardized_vectors(train))
-        width, heads = self.vectors.shape[1], self.p("heads", int)
+    def architecture(self, train: MethodInput) -> dict:
+        width, heads = int(self.vector_stats[0].shape[0]), self.p("heads", int)
         if width % heads:
             # attention splits the width evenly across heads: take the nearest count below that does
             fitted = max(h for h in range(1, heads + 1) if width % h == 0)
             log.warning("neurallog: %d heads do not divide the vector width %d; using %d", heads, width, fitted)
             heads = fitted
-        return _module(width, heads, self.p("ff", int), self.p("layers", int), self.p("dropout"))
+        return {"width": width, "heads": heads, "ff": self.p("ff", int), "layers": self.p("layers", int),
+                "dropout": self.p("dropout")}
+
+    def module(self, arch: dict):
+        return _module(arch["width"], arch["heads"], arch["ff"], arch["layers"], arch["dropout"])
 
     def make_batch(self, seqs: list[np.ndarray]) -> tuple:
         import torch

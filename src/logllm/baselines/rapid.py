@@ -24,18 +24,20 @@ MiniLM instead of the paper's BERT-base):
   (``only_tokens=true`` gives the paper's pure token score).
 
 Threshold: best F1 on the validation split when it is handed with labels; otherwise the
-``quantile`` of the normal reference sequences' leave-one-out scores.
+``quantile`` of the normal reference sequences' leave-one-out scores. Saved state: the database
+(retrieval vectors, and every sequence's token vectors concatenated with their offsets), ``top_k``,
+``only_tokens`` and the threshold.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
-from logllm.baselines.base import Method, MethodInput, register
-from logllm.baselines.common import distinct, f1_threshold, param
+from logllm.baselines.base import Method, MethodInput, param, register
+from logllm.baselines.common import distinct, f1_threshold
 from logllm.metrics import predict, quantile_threshold
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,7 @@ def _greedy_k_center(x: np.ndarray, k: int, seed: int) -> np.ndarray:
 @register
 class RAPID(Method):
     name: ClassVar[str] = "rapid"
+    param_names: ClassVar[frozenset[str] | None] = frozenset({"top_k", "only_tokens", "core_set", "quantile"})
     supervision = "training-free"
     uses_templates: ClassVar[bool] = False  # token vectors of the messages only
     uses_vectors: ClassVar[bool] = False
@@ -148,3 +151,16 @@ class RAPID(Method):
 
     def predict(self, data: MethodInput) -> np.ndarray:
         return predict(self.score(data), self.threshold)
+
+    def get_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        offsets = np.cumsum([0] + [len(t) for t in self.db_toks]).astype(np.int64)
+        return ({"db_vecs": self.db_vecs, "db_toks": np.concatenate(self.db_toks), "db_offsets": offsets},
+                {"top_k": self.top_k, "only_tokens": bool(self.only_tokens), "threshold": float(self.threshold)})
+
+    def set_state(self, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> None:
+        self.top_k = int(info["top_k"])
+        self.only_tokens = bool(info["only_tokens"])
+        self.threshold = float(info["threshold"])
+        self.db_vecs = np.asarray(arrays["db_vecs"])
+        toks, offsets = np.asarray(arrays["db_toks"]), np.asarray(arrays["db_offsets"])
+        self.db_toks = [toks[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]

@@ -12,7 +12,8 @@ calls; cluster sizes are then taken from the occurrence counts.
 
 Every message of the folder (train, val and test) is then assigned with ``TemplateMiner.match``
 (no learning); a message that matches no training template gets id 0, "unknown". Template ids are
-1..K in Drain's cluster order. The assignment is stored in ``<prepared>/templates/`` with a
+1..K in Drain's cluster order. `DrainMatcher` holds that fitted state and assigns any new text the
+same way (`logllm detect` with a baseline run). The assignment is stored in ``<prepared>/templates/`` with a
 fingerprint of the training split, the messages and the Drain settings, and read back when the
 fingerprint matches.
 """
@@ -92,49 +93,84 @@ def _miner(config: DrainConfig):  # -> drain3.TemplateMiner
     return TemplateMiner(config=cfg)
 
 
+class DrainMatcher:
+    """Drain fitted on training messages, assigning a template id to any message text.
+
+    ``fit`` feeds each distinct training text once, in the order given; template ids are 1..K in
+    Drain's cluster order, 0 is "unknown". ``assign`` matches texts without learning; a training
+    text that no longer matches (its cluster's template was later rewritten by a longer-tokened
+    sibling) keeps its own cluster. The matcher is rebuilt exactly by fitting the same
+    ``training_texts`` again (what a run folder stores instead of drain3's jsonpickle state).
+    """
+
+    def __init__(self, config: DrainConfig | None = None) -> None:
+        self.config = config or DrainConfig()
+        self.miner = _miner(self.config)
+        self.added: dict[str, int] = {}  # training text -> drain cluster id when it was added
+        self.template_ids: dict[int, int] = {}  # drain cluster id -> template id
+        self.template_texts: list[str] = [UNKNOWN]
+
+    @property
+    def training_texts(self) -> list[str]:
+        """The texts Drain was fitted on, in the order it saw them."""
+        return list(self.added)
+
+    @classmethod
+    def fit(cls, texts: list[str], config: DrainConfig | None = None) -> DrainMatcher:
+        matcher = cls(config)
+        for text in dict.fromkeys(texts):
+            matcher.added[text] = int(matcher.miner.add_log_message(text)["cluster_id"])
+        clusters = sorted(c.cluster_id for c in matcher.miner.drain.clusters)
+        matcher.template_ids = {cid: i + 1 for i, cid in enumerate(clusters)}
+        matcher.template_texts = [UNKNOWN] + [""] * len(clusters)
+        for c in matcher.miner.drain.clusters:
+            matcher.template_texts[matcher.template_ids[c.cluster_id]] = c.get_template()
+        return matcher
+
+    def assign(self, texts: list[str]) -> tuple[np.ndarray, int]:
+        """Template id per text (0 = unknown), and how many were training texts assigned by their own cluster."""
+        out = np.zeros(len(texts), dtype=np.int64)
+        fallback = 0
+        for i, text in enumerate(texts):
+            cluster = self.miner.match(text, full_search_strategy="fallback")
+            if cluster is not None:
+                out[i] = self.template_ids[cluster.cluster_id]
+            elif text in self.added:
+                out[i] = self.template_ids[self.added[text]]
+                fallback += 1
+        return out, fallback
+
+
 def fit_templates(
     messages: list[str],
     train_sequences: list[np.ndarray],
     config: DrainConfig | None = None,
 ) -> TemplateTable:
     """Fit Drain on the messages of ``train_sequences`` and assign every message a template id."""
-    config = config or DrainConfig()
-    miner = _miner(config)
     counts = np.zeros(len(messages), dtype=np.int64)
-    order: dict[int, None] = {}
     for seq in train_sequences:
         counts += np.bincount(seq, minlength=len(messages))
-        for m in seq.tolist():
-            order.setdefault(m, None)
-    added: dict[int, int] = {}  # message id -> drain cluster id when it was added
-    for m in order:
-        added[m] = int(miner.add_log_message(messages[m])["cluster_id"])
-    clusters = sorted(c.cluster_id for c in miner.drain.clusters)
-    tid = {cid: i + 1 for i, cid in enumerate(clusters)}
-    templates = [UNKNOWN] + [""] * len(clusters)
-    for c in miner.drain.clusters:
-        templates[tid[c.cluster_id]] = c.get_template()
-    assignment = np.zeros(len(messages), dtype=np.int64)
-    fallback = 0
-    for m, text in enumerate(messages):
-        cluster = miner.match(text, full_search_strategy="fallback")
-        if cluster is not None:
-            assignment[m] = tid[cluster.cluster_id]
-        elif m in added:
-            # A training message can stop matching when its cluster's template was later rewritten
-            # by a longer-tokened sibling; its own cluster is still the right answer.
-            assignment[m] = tid[added[m]]
-            fallback += 1
-    sizes = [0] * len(templates)
+    matcher = DrainMatcher.fit(training_order(messages, train_sequences), config)
+    assignment, fallback = matcher.assign(messages)
+    sizes = [0] * len(matcher.template_texts)
     for m in range(len(messages)):
         sizes[assignment[m]] += int(counts[m])
-    table = TemplateTable(templates, assignment, sizes)
-    unseen = sum(1 for m in range(len(messages)) if m not in added)
+    table = TemplateTable(matcher.template_texts, assignment, sizes)
+    unseen = sum(1 for text in messages if text not in matcher.added)
     log.info("drain: %d templates from %d distinct training messages (%d occurrences); "
              "%d of %d messages not in training, %d of them unknown (template 0); %d training messages "
-             "assigned by their own cluster", len(clusters), len(added), int(counts.sum()), unseen,
-             len(messages), table.unknown_messages, fallback)
+             "assigned by their own cluster", len(matcher.template_texts) - 1, len(matcher.added), int(counts.sum()),
+             unseen, len(messages), table.unknown_messages, fallback)
     return table
+
+
+def training_order(messages: list[str], train_sequences: list[np.ndarray]) -> list[str]:
+    """The distinct texts of the training sequences in order of first appearance (what Drain is fed)."""
+    order: dict[int, None] = {}
+    for seq in train_sequences:
+        for m in np.asarray(seq).tolist():
+            order.setdefault(m, None)
+    return [messages[m] for m in order]
 
 
 def _fingerprint(messages: list[str], train_sequences: list[np.ndarray], config: DrainConfig) -> str:

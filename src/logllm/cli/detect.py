@@ -27,7 +27,8 @@ def register(subparsers) -> None:
                      help="json: one object per line (default); table: a readable line per sequence")
     out.add_argument("--only-anomalies", action="store_true", help="write flagged sequences only")
     out.add_argument("--threshold", type=float, default=None,
-                     help="decision threshold on P(anomalous) (default: the run's threshold.json)")
+                     help="decision threshold on the run's score: P(anomalous) for LogLLM and the classifiers, "
+                          "in [0, 1] (default: the run's threshold.json)")
     out.add_argument("--top-k", type=int, default=3, help="explanation lines per sequence (0: none)")
     out.add_argument("--explain", choices=["flagged", "all", "none"], default="flagged",
                      help="which sequences get explanations (each costs one scoring per line)")
@@ -86,8 +87,8 @@ def _check_args(args: argparse.Namespace) -> None:
 
     from logllm.errors import ConfigError
 
-    if args.threshold is not None and (math.isnan(args.threshold) or not 0.0 <= args.threshold <= 1.0):
-        raise ConfigError(f"--threshold must be in [0, 1] (a probability), got {args.threshold}")
+    if args.threshold is not None and not math.isfinite(args.threshold):  # [0, 1] checked once the run's method is known
+        raise ConfigError(f"--threshold must be a finite number, got {args.threshold}")
     positive = {"--top-k": (args.top_k, 0), "--batch-size": (args.batch_size, 1),
                 "--max-line-bytes": (args.max_line_bytes, 1), "--max-open-sessions": (args.max_open_sessions, 1),
                 "--start-line": (args.start_line, 1), "--end-line": (args.end_line, 1)}

@@ -1,4 +1,5 @@
-"""`logllm train`: train LogLLM on a prepared folder into a run folder (docs/model.md)."""
+"""`logllm train`: train LogLLM (docs/model.md), or any bench method with ``--method NAME``
+(docs/baselines.md, "Deploying a baseline"), on a prepared folder into a run folder."""
 
 from __future__ import annotations
 
@@ -11,12 +12,16 @@ from logllm.errors import ConfigError
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "train", help="train LogLLM (stages 1, 2a, 2b, 3) on a prepared folder",
+        "train", help="train LogLLM (stages 1, 2a, 2b, 3), or a bench method (--method), on a prepared folder",
         description="Train LogLLM on the train split of a prepared folder. Writes RUN/config.json, "
                     "data_manifest.json, train_log.jsonl, checkpoints/, model/ and threshold.json "
                     "(chosen on the val split when there is one). Options apply in this order: "
-                    "--preset, then --config FILE, then the other flags.",
+                    "--preset, then --config FILE, then the other flags. With --method NAME, fits that "
+                    "bench method instead into a run folder that evaluate, detect and report use alike "
+                    "(method/, features/, threshold.json).",
     )
+    p.add_argument("--method", default="logllm", metavar="NAME",
+                   help=f"logllm (default) or a bench method: {', '.join(BENCH_METHODS)}")
     p.add_argument("--data", required=True, type=Path, help="prepared folder (from `logllm prepare`)")
     p.add_argument("--out", required=True, type=Path, help="run folder to create (or to continue with --resume)")
     p.add_argument("--preset", choices=("small", "paper"), default=None,
@@ -39,7 +44,68 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="with --resume: continue on a prepared folder other than the run's (refused otherwise; "
                         "recorded in train_log.jsonl)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    m = p.add_argument_group("bench methods (--method NAME other than logllm)")
+    m.add_argument("--set", dest="params", action="append", default=[], metavar="PARAM=VALUE",
+                   help="a parameter of the method, e.g. epochs=10 (repeatable; names as in `logllm bench --set`)")
+    m.add_argument("--threshold-quantile", type=float, default=None, metavar="Q",
+                   help="without a labelled validation split: the threshold lies just above this quantile of "
+                        "the normal training sequences' scores (default 0.99)")
+    m.add_argument("--pooling", choices=("mean", "pooler", "cls"), default=None,
+                   help="how message vectors are pooled for vector-reading methods (default mean)")
+    m.add_argument("--drain-sim-th", type=float, default=None, help="Drain similarity threshold (default 0.4)")
+    m.add_argument("--drain-depth", type=int, default=None, help="Drain tree depth (default 4)")
     p.set_defaults(func=run)
+
+
+#: The methods of `logllm bench` (checked against the registry when training; listed here so that
+#: `logllm --help` does not import torch).
+BENCH_METHODS = ("cnn", "deeplog", "dt", "fastlogad", "knn", "loganomaly", "logbert", "logrobust", "neurallog",
+                 "plelog", "rapid")
+_LOGLLM_ONLY = ("preset", "config", "decoder", "skip_stage", "checkpoint_every", "resume", "allow_other_data",
+                "no_progress")
+_METHOD_ONLY = ("params", "threshold_quantile", "pooling", "drain_sim_th", "drain_depth")
+
+
+def _flag(name: str) -> str:
+    return "--set" if name == "params" else "--" + name.replace("_", "-")
+
+
+def _given(args: argparse.Namespace, names: tuple[str, ...]) -> list[str]:
+    return [_flag(n) for n in names if getattr(args, n) not in (None, False, [])]
+
+
+def _method_params(items: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or "." in key:
+            raise ConfigError(f"--set {item!r}: expected PARAM=VALUE, e.g. epochs=10")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def run_method(args: argparse.Namespace) -> int:
+    """`logllm train --method NAME` for a bench method."""
+    from logllm.baselines.templates import DrainConfig
+    from logllm.methods.train import MethodTrainOptions, train_method
+
+    refused = _given(args, _LOGLLM_ONLY)
+    if refused:
+        raise ConfigError(f"--method {args.method}: {', '.join(refused)} only apply to LogLLM training; leave "
+                          "them out (a bench method trains in one go, with --set PARAM=VALUE for its parameters)")
+    drain = DrainConfig(depth=args.drain_depth if args.drain_depth is not None else 4,
+                        sim_th=args.drain_sim_th if args.drain_sim_th is not None else 0.4)
+    options = MethodTrainOptions(
+        method=args.method, params=dict(_method_params(args.params)),
+        seed=args.seed if args.seed is not None else 0, threads=args.threads if args.threads is not None else 1,
+        drain=drain, encoder=args.encoder or "minilm", pooling=args.pooling or "mean",
+        normal_quantile=args.threshold_quantile if args.threshold_quantile is not None else 0.99,
+    )
+    info = train_method(options, args.data, args.out)
+    print(f"trained {info.method} (seed {options.seed}) in {info.seconds:.1f} s on {info.training['note']}; "
+          f"run folder {args.out}")
+    print(f"decision threshold {info.threshold['threshold']:.4g} ({info.threshold['reason']})")
+    return 0
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -83,6 +149,12 @@ def run(args: argparse.Namespace) -> int:
     from logllm.training.trainer import train_run
 
     _check_args(args)
+    if args.method != "logllm":
+        return run_method(args)
+    given = _given(args, _METHOD_ONLY)
+    if given:
+        raise ConfigError(f"{', '.join(given)}: only applies with --method NAME (a bench method); LogLLM takes its "
+                          "options from --preset, --config and the flags above")
     overrides = _overrides(args)
     if args.resume:
         saved = args.out / "config.json"

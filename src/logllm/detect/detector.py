@@ -8,7 +8,11 @@ The pipeline for a stream, one batch of lines at a time::
               -> sequences: fixed windows (window/step), time windows or         `sequencers`
                  sessions (a regex on the content), per source
               -> score every completed sequence (one model call per batch, scores cached by content)
-              -> explain flagged sequences (leave-one-out, `logllm.explain`) -> `Detection`
+              -> explain flagged sequences (leave-one-out, `logllm.explain`, or the
+                 method's own per-line scores, see `explained_by`) -> `Detection`
+
+The run may be of any method (`logllm.methods.load_run`): LogLLM, or a bench method trained with
+``logllm train --method NAME``, which maps new masked messages to its features itself.
 
 When sequences complete, and how memory stays bounded, is told in `logllm.detect.sequencers`; the
 score and message caches are bounded too.
@@ -58,6 +62,8 @@ class Detection:
     anomalous: bool
     reason: str
     top: list[dict[str, Any]] = field(default_factory=list)
+    #: what the ``top`` lines' ``contribution`` means (the method's kind of explanation)
+    explained_by: str = "leave-one-out"
 
     @property
     def label(self) -> str:
@@ -121,16 +127,42 @@ def decode_line(data: bytes, stats: DetectStats) -> str:
 
 # -- the detector ----------------------------------------------------------------------------------
 
-def _check_threshold(threshold: float) -> None:
-    if math.isnan(threshold) or not 0.0 <= threshold <= 1.0:
+def _check_threshold(threshold: float, probability: bool = True) -> None:
+    if math.isnan(threshold) or math.isinf(threshold):
+        raise ConfigError(f"--threshold must be a finite number, got {threshold}")
+    if probability and not 0.0 <= threshold <= 1.0:
         raise ConfigError(f"--threshold must be in [0, 1] (a probability), got {threshold}")
+
+
+def _probability_run(run_dir: Path) -> bool:
+    """Whether a run's scores are probabilities (LogLLM, and bench methods explained by leave-one-out),
+    read from its ``config.json`` without loading the model; True when that cannot be told."""
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return True
+    if not isinstance(config, dict) or config.get("method", "logllm") == "logllm":
+        return True
+    return (config.get("explanation") or {}).get("kind") == "leave-one-out"
+
+
+def _explanation(model: Any) -> tuple[str, str]:
+    """How ``model`` explains scores (``leave-one-out``, ``line-scores`` or ``none``) and its words for it."""
+    kind = str(getattr(model, "explanation", "leave-one-out"))
+    if kind == "leave-one-out":
+        return kind, "leave-one-out"
+    return kind, f"{kind}: {getattr(model, 'explanation_note', '')}"
 
 
 class Detector:
     """A trained run applied to raw lines. See the module docstring for the pipeline.
 
-    ``model`` is anything with ``score(texts, sequences, batch_size) -> np.ndarray`` (a `LogLLM`).
-    Use `from_run` to build one from a run folder with the run's own preprocessing and threshold.
+    ``model`` is anything with ``score(texts, sequences, batch_size) -> np.ndarray`` (a `LogLLM`,
+    or a `logllm.methods.BaselineModel`). Use `from_run` to build one from a run folder with the
+    run's own preprocessing and threshold. Flagged sequences are explained by leave-one-out, unless
+    the model says otherwise (``explanation``): ``line-scores`` lists the lines the method's own
+    per-line values point at (e.g. DeepLog's missed next keys: the lines at or above the threshold),
+    ``none`` lists no line; each detection's ``explained_by`` says which.
 
     top_k: explanation lines per explained sequence; explain: which sequences get them
     (``flagged``, ``all``, ``none``); explain_by: leave out single lines (``position``) or every
@@ -161,8 +193,9 @@ class Detector:
         wall_clock_timeout: bool = False,
         max_cached_texts: int = 200_000,
     ):
-        _check_threshold(threshold)
+        _check_threshold(threshold, bool(getattr(model, "scores_are_probabilities", True)))
         self.model = model
+        self.explanation, self.explained_by = _explanation(model)
         self.preprocessor = preprocessor
         self.policy = policy
         self.threshold = float(threshold)
@@ -196,7 +229,7 @@ class Detector:
         change options as `prepare`'s flags would), its threshold (unless ``threshold`` is given)."""
         run_dir = Path(run_dir)
         if threshold is not None:
-            _check_threshold(threshold)  # before anything slow (the model loads last)
+            _check_threshold(threshold, _probability_run(run_dir))  # before anything slow (the model loads last)
         manifest_path = run_dir / "data_manifest.json"
         if not manifest_path.is_file():
             raise ConfigError(f"{manifest_path}: missing; `logllm detect` needs the run folder written by "
@@ -215,9 +248,9 @@ class Detector:
             if threshold is None:
                 raise ConfigError(f"{run_dir}/threshold.json: missing; pass --threshold or finish training")
         if model is None:
-            from logllm.model.logllm import LogLLM
+            from logllm.methods import load_run
 
-            model = LogLLM.from_pretrained(run_dir, merge_adapters=True)
+            model = load_run(run_dir)
         return cls(model, preprocessor, policy, threshold, **kwargs)
 
     # -- streaming ---------------------------------------------------------------------------------
@@ -313,13 +346,16 @@ class Detector:
         else:
             chosen = []
         contributions = {}
-        if chosen and self.top_k > 0:
+        if chosen and self.top_k > 0 and self.explanation == "leave-one-out":
             loo = leave_one_out(self.explain_cache, [seqs[i].messages for i in chosen], by=self.explain_by)
             contributions = dict(zip(chosen, loo))
+        lines = dict(zip(chosen, self._line_scores([seqs[i] for i in chosen]))) if chosen and self.top_k > 0 else {}
         out = []
         for i, seq in enumerate(seqs):
             top = []
-            if i in contributions:
+            if i in lines:
+                top = self._top_lines(seq, lines[i])
+            elif i in contributions:
                 c = contributions[i]
                 keys = None if self.explain_repeats else seq.messages
                 for idx, value in top_k(c, self.top_k, keys):
@@ -328,10 +364,37 @@ class Detector:
                                 "log_odds": float(c.log_odds[idx]), "text": line.raw, "message": line.message,
                                 "occurrences": seq.messages.count(line.message)})
             out.append(Detection(seq.source, seq.sequence_id, seq.first_line, seq.last_line, len(seq.lines),
-                                 float(scores[i]), self.threshold, bool(flagged[i]), seq.reason, top))
+                                 float(scores[i]), self.threshold, bool(flagged[i]), seq.reason, top,
+                                 self.explained_by))
         self.stats.sequences_scored += len(seqs)
         self.stats.flagged += int(flagged.sum())
         return out
+
+    def _line_scores(self, seqs: list[StreamSequence]) -> list[Any]:
+        """The method's own value per line of each sequence (``line-scores`` models), else []."""
+        if self.explanation != "line-scores" or not seqs:
+            return []
+        table: dict[str, int] = {}
+        ids = [[table.setdefault(m, len(table)) for m in s.messages] for s in seqs]
+        return self.model.line_scores(list(table), ids)
+
+    def _top_lines(self, seq: StreamSequence, values: Any) -> list[dict[str, Any]]:
+        """The top-k lines by the method's per-line value, among those at or above the threshold (by
+        the method's rule, the lines that make the sequence anomalous); one line per masked message
+        unless ``explain_repeats``."""
+        order = sorted((i for i in range(len(values)) if values[i] >= self.threshold), key=lambda i: (-values[i], i))
+        top: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for idx in order:
+            line = seq.lines[idx]
+            if not self.explain_repeats and line.message in seen:
+                continue
+            seen.add(line.message)
+            top.append({"index": idx, "line": line.line_number, "contribution": float(values[idx]),
+                        "text": line.raw, "message": line.message, "occurrences": seq.messages.count(line.message)})
+            if len(top) == self.top_k:
+                break
+        return top
 
     def score(self, sequence: StreamSequence | Sequence[str]) -> float:
         """The anomaly score of one sequence (a StreamSequence or a list of masked messages)."""
@@ -340,7 +403,16 @@ class Detector:
 
     def explain(self, sequence: StreamSequence | Sequence[str], k: int | None = None) -> list[tuple[int, float]]:
         """Leave-one-out contributions of a sequence's messages as ``(index, probability drop)``,
-        largest first (ranked by the drop in log-odds); all of them, or the top ``k``."""
+        largest first (ranked by the drop in log-odds); all of them, or the top ``k``. For a model
+        explained by ``line-scores``, its own value per line instead, largest first; for ``none``, []."""
         messages = sequence.messages if isinstance(sequence, StreamSequence) else list(sequence)
+        n = len(messages) if k is None else k
+        if self.explanation == "none":
+            return []
+        if self.explanation == "line-scores":
+            table: dict[str, int] = {}
+            ids = [table.setdefault(m, len(table)) for m in messages]
+            values = self.model.line_scores(list(table), [ids])[0]
+            return [(i, float(values[i])) for i in sorted(range(len(values)), key=lambda i: (-values[i], i))][:n]
         contrib = leave_one_out(self.explain_cache, [messages], by=self.explain_by)[0]
-        return top_k(contrib, len(messages) if k is None else k, None if self.explain_repeats else messages)
+        return top_k(contrib, n, None if self.explain_repeats else messages)
