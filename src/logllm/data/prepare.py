@@ -38,6 +38,7 @@ from logllm.data.dataset import PreparedWriter
 from logllm.data.grouping import session_ids
 from logllm.data.labels_hadoop import read_session_labels
 from logllm.data.masking import mask_series
+from logllm.data.message_table import MessageTable
 from logllm.data.options import HDFS_SESSION_REGEX, WINDOWED_FAMILIES, PrepareOptions, parse_duration
 from logllm.data.parsing import ParsedBatch, clip
 from logllm.data.readers import LineChunk, LineReader, group_lines, lines_series
@@ -62,28 +63,6 @@ __all__ = ["PrepareOptions", "PrepareResult", "prepare"]
 MAX_EXAMPLES = 5
 
 
-class _Messages:
-    """Distinct masked messages, ids in order of first appearance."""
-
-    def __init__(self) -> None:
-        self.ids: dict[str, int] = {}
-
-    def ids_of(self, texts: pl.Series) -> np.ndarray:
-        ids = self.ids
-        return np.fromiter((ids.setdefault(t, len(ids)) for t in texts.to_list()), dtype=np.uint32,
-                           count=len(texts))
-
-    def map(self, masked: pl.Series) -> np.ndarray:
-        """Per-row ids of a (long) column of masked texts."""
-        uniq = masked.unique(maintain_order=True)
-        ids = self.ids_of(uniq)
-        return masked.replace_strict(uniq, pl.Series(ids, dtype=pl.UInt32), return_dtype=pl.UInt32).to_numpy()
-
-    @property
-    def texts(self) -> list[str]:
-        return list(self.ids)
-
-
 def _is_blank(lines: pl.Series) -> np.ndarray:
     return (lines.str.strip_chars().str.len_bytes() == 0).to_numpy()
 
@@ -92,7 +71,7 @@ class _Preparer:
     def __init__(self, options: PrepareOptions, chunk_bytes: int | None, progress: bool, pool: Executor):
         self.o = options
         self.pool = pool  # the byte passes' helper thread (threads.part_pool), owned by prepare()
-        self.messages = _Messages()
+        self.messages = MessageTable()
         self.counts = Counts()
         self.keep_parser = line_parser(replace(options, on_unparsed="keep"), check_fields=True)
         structured = options.is_structured  # json, logfmt, syslog: logllm.data.records, line by line
