@@ -10,7 +10,9 @@ Two checks, both driven by ``manifest.json``:
   sha256, the options that shape sequences and splits, the seed, the split sizes). :func:`check_run_data`
   compares a folder with the run's ``data_manifest.json`` (the manifest of the folder it was trained
   on); ``train --resume``, ``evaluate``, ``bench --logllm-run`` and ``report`` all call it and refuse a
-  mismatch unless ``--allow-other-data`` is given.
+  mismatch unless ``--allow-other-data`` is given. One narrow exception: a folder written by
+  ``logllm mutate`` from the run's data, with train and val byte-identical (:func:`accepts_mutated`),
+  is accepted with a log line (only its test split differs, which is what the mutation measures).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from logllm.errors import DataError
 log = logging.getLogger(__name__)
 
 FILES = "files"  #: manifest key: {file name: {"bytes": int, "sha256": str}}
+MUTATION_KEY = "mutation"  #: manifest key of a `logllm mutate` folder's record (logllm.data.mutate)
 RUN_DATA_MANIFEST = "data_manifest.json"  #: in a run folder: the manifest of the data it was trained on
 #: options that name files rather than shape the data (the files are compared by their sha256)
 _PATH_OPTIONS = ("inputs", "labels")
@@ -147,7 +150,13 @@ def check_run_data(run_dir: str | Path, data: PreparedFolder, *, allow_other_dat
         run_manifest = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: invalid JSON at line {err.lineno}: {err.msg}") from err
+    if accepts_mutated(run_manifest, data.manifest):
+        log.info("%s is a `logllm mutate` folder made from the data %s was trained on, with train and val "
+                 "byte-identical (sha256): accepted, its test split is mutated", data.root, run_dir)
+        return None
     differences = identity_differences(run_manifest, data.manifest)
+    if MUTATION_KEY in data.manifest and not _same_fit_tables(run_manifest, data.manifest):
+        differences.append("a `logllm mutate` folder whose train/val tables are not the run's (sha256)")
     if not differences:
         return None
     shown = "; ".join(differences[:6]) + (f"; and {len(differences) - 6} more" if len(differences) > 6 else "")
@@ -157,3 +166,25 @@ def check_run_data(run_dir: str | Path, data: PreparedFolder, *, allow_other_dat
                         "with this one anyway (it is recorded with the results)")
     log.warning("--allow-other-data: %s is not the data %s was trained on (%s)", data.root, run_dir, shown)
     return {"allow_other_data": True, "data": str(data.root), "differences": differences}
+
+
+def accepts_mutated(run_manifest: Mapping[str, Any], data_manifest: Mapping[str, Any]) -> bool:
+    """True when ``data_manifest`` is a `logllm mutate` folder made from the run's data whose train and val
+    tables are byte-identical to the run's (sha256): evaluating on it measures the test mutation only.
+    A template holdout (which re-splits train) is never accepted."""
+    record = data_manifest.get(MUTATION_KEY)
+    if not isinstance(record, Mapping) or record.get("train_unchanged") is not True:
+        return False
+    source = record.get("mutated_from") or {}
+    if source.get("identity") != data_identity(run_manifest):
+        return False
+    return _same_fit_tables(run_manifest, data_manifest)
+
+
+def _same_fit_tables(run_manifest: Mapping[str, Any], data_manifest: Mapping[str, Any]) -> bool:
+    """Train (and val, where either has it) byte-identical by their recorded sha256."""
+    run_files, data_files = run_manifest.get(FILES) or {}, data_manifest.get(FILES) or {}
+    names = {f"{s}.parquet" for s in ("train", "val")} & (set(run_files) | set(data_files))
+    return "train.parquet" in names and all(
+        (run_files.get(n) or {}).get("sha256") is not None
+        and (run_files.get(n) or {}).get("sha256") == (data_files.get(n) or {}).get("sha256") for n in names)
