@@ -175,3 +175,9 @@ def test_hdfs_slice(shared_data: Path, tmp_path: Path) -> None:
         msg = m["mutation"]["counts"]["message"]
         assert (changed == 0) == (ratio == 0.0) and new <= sum(msg.values()) - msg["unchanged"]
     assert _bytes(tmp_path / "m0.0", "test.parquet") == _bytes(tmp_path / "p", "test.parquet")
+    h = mutate_prepared(tmp_path / "p", tmp_path / "h", MutateOptions(holdout_templates=4))["mutation"]["holdout"]
+    held = set(h["normal"] + h["anomalous"])
+    assert len(held) == 4 and h["anomalous"]  # a short group's share goes to the other
+    out = PreparedData(tmp_path / "h")
+    assert not held & set(out.split("train")["message_ids"].explode().to_list())
+    assert held <= set(out.split("test")["message_ids"].explode().to_list())

@@ -16,8 +16,9 @@ An operation that cannot change the chosen item (no synonym in the text, a one-e
 gives way to the next one in a seeded order; an item that no operation changes is counted as
 ``unchanged`` and logged. With ``holdout_templates`` (K), K message ids (half from normal templates,
 half from templates seen only in anomalous sequences) are held out: every train/val sequence holding
-one moves to the end of test. The manifest's ``mutation`` record holds the options, the counts per
-operation, the held-out ids and the source folder's identity and file hashes.
+one moves to the end of test (a group short of candidates leaves its share to the other). The
+manifest's ``mutation`` record holds the options, the counts per operation, the held-out ids and
+the source folder's identity and file hashes.
 """
 
 from __future__ import annotations
@@ -185,7 +186,7 @@ def _mutate_test(test: pl.DataFrame, texts: list[str], opts: MutateOptions,
     return out, counts
 
 
-def _holdout(data: PreparedData, splits: dict[str, pl.DataFrame], opts: MutateOptions,
+def _holdout(splits: dict[str, pl.DataFrame], opts: MutateOptions,
              rng: np.random.Generator) -> dict[str, Any]:
     """Move every train/val sequence holding a held-out message id to test (``splits`` is updated)."""
     fit = pl.concat([splits[s] for s in ("train", "val") if s in splits])
@@ -194,14 +195,17 @@ def _holdout(data: PreparedData, splits: dict[str, pl.DataFrame], opts: MutateOp
     per_id = per_id.filter(pl.col("n") <= max(1, int(opts.holdout_max_share * len(fit)))).sort("message_ids")
     anomalous = per_id.filter(pl.col("anom_only"))["message_ids"].to_list()
     normal = per_id.filter(~pl.col("anom_only"))["message_ids"].to_list()
+    # half from each group; a group short of candidates leaves its share to the other
     k_anom = min(len(anomalous), opts.holdout_templates // 2)
     k_norm = min(len(normal), opts.holdout_templates - k_anom)
+    k_anom = min(len(anomalous), opts.holdout_templates - k_norm)
     held_normal = sorted(int(x) for x in rng.choice(normal, size=k_norm, replace=False)) if k_norm else []
     held_anom = sorted(int(x) for x in rng.choice(anomalous, size=k_anom, replace=False)) if k_anom else []
     if k_norm + k_anom < opts.holdout_templates:
-        log.warning("--holdout-templates %d: only %d candidate templates (in at most %.0f%% of train+val "
-                    "sequences); holding out %d", opts.holdout_templates, len(normal) + len(anomalous),
-                    100 * opts.holdout_max_share, k_norm + k_anom)
+        log.warning("--holdout-templates %d: only %d candidate templates (%d normal, %d anomalous-only; in at "
+                    "most %.0f%% of train+val sequences); holding out %d", opts.holdout_templates,
+                    len(normal) + len(anomalous), len(normal), len(anomalous), 100 * opts.holdout_max_share,
+                    k_norm + k_anom)
     held = held_normal + held_anom
     moved: dict[str, int] = {}
     taken = []
@@ -233,7 +237,7 @@ def mutate_prepared(source: str | Path, out: str | Path, options: MutateOptions,
     with PreparedWriter(out, overwrite=overwrite) as writer:
         splits = {s: data.split(s) for s in SPLITS if data.has_split(s)}
         texts = list(data.messages)
-        holdout = _holdout(data, splits, options, rng) if options.holdout_templates else None
+        holdout = _holdout(splits, options, rng) if options.holdout_templates else None
         splits["test"], counts = _mutate_test(splits["test"], texts, options, rng)
         src = data.manifest
         manifest = {k: v for k, v in src.items() if k != FILES}
@@ -245,7 +249,7 @@ def mutate_prepared(source: str | Path, out: str | Path, options: MutateOptions,
             "counts": counts,
             "new_messages": len(texts) - len(data.messages),
             "holdout": holdout,
-            "train_unchanged": holdout is None,
+            "train_unchanged": holdout is None or not any(holdout["moved_to_test"].values()),
             "mutated_from": {"root": str(data.root), "identity": data_identity(src),
                              FILES: src.get(FILES)},
         }
