@@ -131,3 +131,16 @@ def test_train_input_refused_with_a_bench_method(tiny_prepared: Path, tmp_path: 
     assert main(["train", "--method", "dt", "--data", str(tiny_prepared), "--out", str(tmp_path / "r"),
                  "--input", "template"]) == 2
     assert "--input" in capsys.readouterr().err
+
+
+def test_train_input_raw_needs_unmasked_data(tmp_path: Path, tiny_config_file: Path, capsys):
+    log = tmp_path / "tb.log"
+    log.write_text("".join(f"- {1131568278 + i} 2005.11.09 dn1 Nov 9 12:31:00 dn1/dn1 sshd[{i}]: session {i} opened\n"
+                           for i in range(40)))
+    prepared = tmp_path / "prepared"
+    assert main(["-q", "prepare", "thunderbird", "--log", str(log), "--out", str(prepared), "--window", "10"]) == 0
+    assert main(["train", "--data", str(prepared), "--out", str(tmp_path / "run"), "--config", str(tiny_config_file),
+                 "--input", "raw", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--input raw" in err and "--mask none" in err and str(prepared) in err
+    assert not (tmp_path / "run" / "model").exists()
