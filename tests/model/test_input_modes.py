@@ -125,6 +125,11 @@ def test_train_input_mode_records_it_and_evaluates(tiny_prepared: Path, tiny_con
     expected = model.score(data.messages, [m.tolist() for m in data.sequences("test").message_ids])
     scores = pl.read_parquet(run / "eval" / "test" / "scores.parquet")["score"].to_numpy()
     assert len(scores) == 32 and np.allclose(scores, expected, atol=1e-6)
+    if mode == "template-id":
+        # The table trained in the stages that train the encoder (2b, 3): it moved from its seeded start.
+        fresh = LogLLM.build(model.config, seed=0, training_texts=model.inputs.matcher.training_texts)
+        assert fresh.encoder.table.weight.shape == model.encoder.table.weight.shape
+        assert not torch.allclose(fresh.encoder.table.weight, model.encoder.table.weight)
 
 
 def test_train_input_refused_with_a_bench_method(tiny_prepared: Path, tmp_path: Path, capsys):
