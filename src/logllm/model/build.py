@@ -216,6 +216,16 @@ def build_encoder(config: ModelConfig, device: torch.device, weights: str | Path
     return model
 
 
+def build_message_encoder(config: ModelConfig, device: torch.device, n_templates: int = 0) -> Any:
+    """What turns a message into its vector: the BERT-like encoder (`build_encoder`), or with input mode
+    ``template-id`` an embedding table over the ``n_templates`` Drain templates and the unseen id."""
+    if config.input_mode == "template-id":
+        from logllm.model.template_encoder import TemplateEncoder
+
+        return TemplateEncoder(n_templates, config.template_width).to(device)
+    return build_encoder(config, device)
+
+
 def set_dropout(cfg: Any, value: float | None, what: str) -> None:
     """Set every dropout probability that the Hugging Face config ``cfg`` has to ``value`` (None: keep)."""
     if value is None:

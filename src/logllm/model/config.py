@@ -12,6 +12,8 @@ from typing import Any, Literal
 from logllm.errors import ConfigError
 
 Dtype = Literal["float32", "bfloat16", "float16"]
+#: what the encoder reads of a message (`logllm.model.inputs`, which holds the modes' code)
+INPUT_MODES = ("regex", "raw", "template", "template-id")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -70,6 +72,11 @@ class ModelConfig:
     quantize_4bit: load decoder and encoder in 4-bit NF4 with bf16 compute (bitsandbytes, CUDA only).
     dtype: dtype of the decoder and encoder weights when not quantised.
     device: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+    input_mode: what the encoder reads of each message (the paper's Table IV; `logllm.model.inputs`):
+        ``regex`` (the prepared masked text), ``raw`` (a folder prepared with ``--mask none``),
+        ``template`` (its Drain template text) or ``template-id`` (an embedding table over Drain template
+        ids in place of the encoder; Drain fitted on the training split).
+    template_width: with ``template-id``, the width of a template's vector.
     """
 
     encoder: str = "minilm"
@@ -89,13 +96,16 @@ class ModelConfig:
     decoder_gguf_file: str | None = None
     decoder_source: dict[str, Any] | None = None
     long_stride: int | None = None  # windows of a long sequence start every long_stride messages
+    input_mode: str = "regex"  # regex, raw, template or template-id (INPUT_MODES)
+    template_width: int = 64  # template-id: the width of each template's vector
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
         """Raise ConfigError naming the option, the bad value and the fix."""
-        for name in ("decoder_layers", "decoder_width", "decoder_heads", "max_messages", "max_message_tokens"):
+        for name in ("decoder_layers", "decoder_width", "decoder_heads", "max_messages", "max_message_tokens",
+                     "template_width"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
@@ -113,6 +123,11 @@ class ModelConfig:
             raise ConfigError(f"model.dtype must be one of {DTYPES}, got {self.dtype!r}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"model.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.input_mode not in INPUT_MODES:
+            raise ConfigError(f"model.input_mode must be one of {INPUT_MODES}, got {self.input_mode!r}")
+        if self.input_mode == "template-id" and self.encoder_lora is not None:
+            raise ConfigError("model.input_mode = 'template-id' reads template ids with an embedding table, not the "
+                              "encoder: set encoder_lora = null (`logllm train --input template-id` does)")
         if not self.encoder or not self.decoder:
             raise ConfigError("model.encoder and model.decoder must name a model (alias, id or path)")
 
@@ -171,4 +186,4 @@ def preset(name: str) -> ModelConfig:
     return ModelConfig.from_dict(PRESETS[name].to_dict())
 
 
-__all__ = ["DTYPES", "LoraSpec", "ModelConfig", "PRESETS", "preset"]
+__all__ = ["DTYPES", "INPUT_MODES", "LoraSpec", "ModelConfig", "PRESETS", "preset"]

@@ -28,13 +28,16 @@ from logllm.model.build import (
     NEW_KEYS_ATTR,
     build_decoder,
     build_encoder,
+    build_message_encoder,
     check_4bit_available,
     load_tokenizer,
     lora_config,
     resolve_device,
 )
 from logllm.model.config import ModelConfig
+from logllm.model.inputs import MessageInputs
 from logllm.model.prompt import ANSWERS, PREFIX, QUESTION, PromptTokens
+from logllm.model.template_encoder import TemplateEncoder
 from logllm.scoring import (
     WindowPlan,
     best_windows,
@@ -60,15 +63,17 @@ class LogLLM(torch.nn.Module):
     """Encoder, projector and decoder with the paper's prompt; see `build` and `from_pretrained`.
 
     Attributes: ``config`` (ModelConfig), ``encoder``, ``projector``, ``decoder``, their tokenizers,
-    ``prompt`` (PromptTokens), ``threshold`` (decision threshold read from a run folder, else None),
+    ``prompt`` (PromptTokens), ``inputs`` (MessageInputs: what the encoder reads of a message, the
+    config's ``input_mode``), ``threshold`` (decision threshold read from a run folder, else None),
     ``stats`` (counters: ``encoder_texts`` texts run through the encoder, ``encoder_batches``,
     ``truncated_messages``, ``long_sequences``: sequences read as windows, see `window_plan`).
     """
 
     def __init__(self, config: ModelConfig, encoder: Any, encoder_tokenizer: Any, decoder: Any,
-                 decoder_tokenizer: Any, projector: torch.nn.Linear) -> None:
+                 decoder_tokenizer: Any, projector: torch.nn.Linear, inputs: MessageInputs | None = None) -> None:
         super().__init__()
         self.config = config
+        self.inputs = inputs if inputs is not None else MessageInputs.plain(config.input_mode)
         self.encoder = encoder
         self.projector = projector
         self.decoder = decoder
@@ -115,13 +120,20 @@ class LogLLM(torch.nn.Module):
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def build(cls, config: ModelConfig, seed: int = 0) -> LogLLM:
+    def build(cls, config: ModelConfig, seed: int = 0, training_texts: Sequence[str] | None = None) -> LogLLM:
         """Load or construct encoder, projector and decoder for ``config``; random parts seeded by ``seed``.
 
+        ``training_texts``: the training split's distinct messages in order of first appearance
+        (`logllm.model.inputs.training_texts`), needed by the template input modes to fit Drain.
         The model is returned in eval mode; the trainer switches it to train mode.
         """
         config.validate()
-        if config.quantize_4bit and (config.decoder_lora is None or config.encoder_lora is None):
+        if config.input_mode in ("template", "template-id") and training_texts is None:
+            raise ConfigError(f"model.input_mode = {config.input_mode!r}: LogLLM.build needs training_texts to fit "
+                              "Drain templates on (logllm.model.inputs.training_texts)")
+        inputs = MessageInputs.fit(config.input_mode, training_texts or [])
+        needs_encoder_lora = config.input_mode != "template-id"  # a template table is small and trains in full
+        if config.quantize_4bit and (config.decoder_lora is None or (needs_encoder_lora and config.encoder_lora is None)):
             raise ConfigError("model.quantize_4bit = true needs decoder_lora and encoder_lora: 4-bit weights "
                               "cannot be trained directly (set both, as the `paper` preset does)")
         if config.decoder == "tiny-llama" and config.decoder_lora is not None:
@@ -134,14 +146,14 @@ class LogLLM(torch.nn.Module):
         # fork_rng: building a model must not move the caller's global random state.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            encoder = build_encoder(config, device)
+            encoder = build_message_encoder(config, device, inputs.n_templates)
             decoder, decoder_tokenizer = build_decoder(config, device, encoder_tokenizer)
             projector = torch.nn.Linear(_width(encoder), decoder.get_input_embeddings().embedding_dim)
             if config.encoder_lora is not None:
                 encoder = _with_lora(encoder, config.encoder_lora, "FEATURE_EXTRACTION", config.encoder)
             if config.decoder_lora is not None:
                 decoder = _with_lora(decoder, config.decoder_lora, "CAUSAL_LM", config.decoder)
-        model = cls(config, encoder, encoder_tokenizer, decoder, decoder_tokenizer, projector.to(device))
+        model = cls(config, encoder, encoder_tokenizer, decoder, decoder_tokenizer, projector.to(device), inputs)
         log.info("LogLLM built: encoder %s (%s), decoder %s (%s), projector %d -> %d; trainable parameters: %s",
                  config.encoder, "LoRA" if model._encoder_adapter else "full",
                  config.decoder, "LoRA" if model._decoder_adapter else "full",
@@ -196,6 +208,14 @@ class LogLLM(torch.nn.Module):
         if not texts:
             return torch.zeros(0, _width(self.encoder), device=self.device)
         grad = torch.is_grad_enabled() and self.encoder_trains
+        if isinstance(self.encoder, TemplateEncoder):
+            ids = torch.tensor(self.inputs.template_ids(texts), dtype=torch.long, device=self.device)
+            with torch.set_grad_enabled(grad):
+                vectors = self.encoder(ids).float()  # (n, template_width)
+            self.stats["encoder_texts"] += len(texts)
+            self.stats["encoder_batches"] += 1
+            return vectors
+        texts = self.inputs.encoder_texts(texts)  # input mode template: each message's template text
         was_training = self.encoder.training
         if not grad:
             self.encoder.eval()  # a frozen encoder gives the same vectors in and out of the cache
@@ -464,7 +484,8 @@ class LogLLM(torch.nn.Module):
             "format": "logllm-model",
             "format_version": FORMAT_VERSION,
             "model": self.config.to_dict(),
-            "encoder_weights": "adapter" if self._encoder_adapter else "full",
+            "encoder_weights": ("template-table" if isinstance(self.encoder, TemplateEncoder)
+                                else "adapter" if self._encoder_adapter else "full"),
             "decoder_weights": "adapter" if self._decoder_adapter else "full",
             "projector": {"in_features": self.projector.in_features, "out_features": self.projector.out_features},
             "prompt": {"prefix": PREFIX, "question": QUESTION, "answers": {str(k): v for k, v in ANSWERS.items()}},
@@ -473,6 +494,8 @@ class LogLLM(torch.nn.Module):
         (path / VERSIONS_FILE).write_text(json.dumps(library_versions(), indent=2) + "\n")
         save_file({k: v.detach().cpu().contiguous() for k, v in self.projector.state_dict().items()},
                   str(path / PROJECTOR_FILE))
+        if self.inputs.matcher is not None:
+            self.inputs.save(path)  # inputs.json: the texts Drain was fitted on
         for name, module, tokenizer, adapter in (
             ("encoder", self.encoder, self.encoder_tokenizer, self._encoder_adapter),
             ("decoder", self.decoder, self.decoder_tokenizer, self._decoder_adapter),
@@ -480,7 +503,9 @@ class LogLLM(torch.nn.Module):
             folder = path / name
             folder.mkdir(exist_ok=True)
             tokenizer.save_pretrained(str(folder))
-            if adapter:
+            if isinstance(module, TemplateEncoder):
+                module.save(folder)
+            elif adapter:
                 # The vocabulary is never resized, so peft need not look the base up (on the hub, by its
                 # alias) to decide whether to save the embedding layers.
                 module.save_pretrained(str(folder / "adapter"), save_embedding_layers=False)
@@ -518,7 +543,10 @@ class LogLLM(torch.nn.Module):
         with torch.random.fork_rng(devices=[]):
             device = resolve_device(config)
             encoder_tokenizer = load_tokenizer(path / "encoder")
-            if meta["encoder_weights"] == "adapter":
+            inputs = MessageInputs.load(path, config.input_mode)
+            if meta["encoder_weights"] == "template-table":
+                encoder = TemplateEncoder.load(path / "encoder", device)
+            elif meta["encoder_weights"] == "adapter":
                 base = _with_new_tensors(build_encoder(config, device), path / "encoder" / "adapter")
                 encoder = PeftModel.from_pretrained(base, str(path / "encoder" / "adapter"), is_trainable=True)
             else:
@@ -534,7 +562,7 @@ class LogLLM(torch.nn.Module):
             shape = meta["projector"]
             projector = torch.nn.Linear(shape["in_features"], shape["out_features"])
             projector.load_state_dict(load_file(str(path / PROJECTOR_FILE)))
-        model = cls(config, encoder, encoder_tokenizer, decoder, decoder_tokenizer, projector.to(device))
+        model = cls(config, encoder, encoder_tokenizer, decoder, decoder_tokenizer, projector.to(device), inputs)
         threshold_file = (run_dir or path.parent) / "threshold.json"
         if threshold_file.is_file():
             model.threshold = float(json.loads(threshold_file.read_text())["threshold"])
@@ -561,7 +589,7 @@ def _resolve(name: str) -> str:
 
 
 def _width(encoder: Any) -> int:
-    return int(encoder.config.hidden_size)
+    return encoder.width if isinstance(encoder, TemplateEncoder) else int(encoder.config.hidden_size)
 
 
 def _is_peft(module: Any) -> bool:

@@ -172,7 +172,7 @@ class Trainer:
 
         if ckpt is None:
             _set_seed(cfg.seed)
-            self.model = self.model_cls.build(cfg.model, seed=cfg.seed)
+            self.model = self.model_cls.build(cfg.model, seed=cfg.seed, **self._input_kwargs())
             _set_seed(cfg.seed)
         else:
             self._load_checkpoint(ckpt)
@@ -191,6 +191,16 @@ class Trainer:
             self._log({"event": "other_data", **other_data})
         log.info("%s", self.plan_text())
         self._session_start = time.perf_counter()
+
+    def _input_kwargs(self) -> dict[str, Any]:
+        """What building the model needs for its input mode: the training messages for the template modes."""
+        from logllm.model.inputs import check_masking, needs_training_texts, training_texts
+
+        mode = self.config.model.input_mode
+        check_masking(mode, self.data.manifest, str(self.data_dir))
+        if not needs_training_texts(mode):
+            return {}
+        return {"training_texts": training_texts(self.texts, self.train_ids)}
 
     def plan_text(self) -> str:
         """The planned optimiser steps per stage, for the log before training starts."""
