@@ -5,9 +5,9 @@
 
 The log is copied ``--repeat`` times into a temporary folder (copies, not links: `score` reads a file
 named twice once), so there are that many files, the units Ray spreads over its CPU tasks. Each engine
-scores the copies into its own output folder; the script prints lines, seconds and lines/s per engine,
-(Ray's start-up and model loading are inside the totals), whether both wrote the same
-sequences and labels, the largest score difference, and the machine's load average before and after. Nothing is asserted.
+scores the copies into its own output folder; the script prints lines, seconds and lines/s per engine
+(Ray's start-up and model loading are inside the totals), whether both wrote the same sequences
+and labels, the largest score difference, and the load average before and after. Nothing is asserted.
 """
 
 from __future__ import annotations
