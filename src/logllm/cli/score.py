@@ -1,0 +1,73 @@
+"""`logllm score RUN INPUT ... --out DIR`: score whole log archives (in-process or on Ray), as parquet."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "score",
+        help="score many log files (plain or .gz; globs, folders) with a trained run; parquet out, on Ray or not",
+        description="Read raw log files (files, globs or folders; plain or gzip), apply the run's own "
+        "preprocessing (as `logllm detect`: windows or sessions per file), score every sequence, and write "
+        "OUT/detections/part-NNNNN.parquet (one per input file; the columns of detect's JSON without 'top') "
+        "and OUT/summary.json. --engine ray runs the files as CPU tasks and the scoring in a pool of actors "
+        "on Ray Data (pip install 'logllm[scale]'); the output is the same. A file that cannot be read is "
+        "named in the summary, the others are scored, and the exit code is 1.",
+    )
+    p.add_argument("run", help="the run folder written by `logllm train`")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="log files, globs ('logs/*.gz') or folders")
+    p.add_argument("--out", required=True, help="output folder (detections/ and summary.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier result in --out")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: this process (default); ray: Ray Data, CPU tasks per file and scoring actors")
+    p.add_argument("--workers", type=int, default=2,
+                   help="scoring actors with --engine ray, each loading the run once (1 GPU each where the "
+                   "cluster has GPUs; default 2)")
+    p.add_argument("--address", default=None,
+                   help="join this Ray cluster (e.g. 'ray://head:10001'); default: start a local one and shut it down")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="decision threshold on P(anomalous) (default: the run's threshold.json)")
+    p.add_argument("--batch-size", type=int, default=64, help="sequences per model call (speed only)")
+    p.add_argument("--max-line-bytes", type=int, default=1 << 20, help="longer lines are cut (counted)")
+    p.add_argument("--max-open-sessions", type=int, default=100_000,
+                   help="bound on open sessions per file; the least recently active is scored early (counted)")
+    pre = p.add_argument_group("preprocessing overrides (default: the run's, from its data manifest; as in detect)")
+    pre.add_argument("--log-format", dest="log_format", default=None)
+    pre.add_argument("--mask", choices=["paper", "none"], default=None)
+    pre.add_argument("--on-unparsed", choices=["keep", "skip"], default=None)
+    pre.add_argument("--window", type=int, default=None)
+    pre.add_argument("--step", type=int, default=None)
+    pre.add_argument("--session-regex", default=None)
+    pre.add_argument("--time-window", default=None)
+    pre.add_argument("--timestamp-field", default=None)
+    pre.add_argument("--timestamp-format", default=None)
+    pre.add_argument("--max-line-chars", type=int, default=None)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from logllm.score import ScoreOptions, score_archives
+
+    overrides = {
+        "format": args.log_format, "mask": args.mask, "on_unparsed": args.on_unparsed, "window": args.window,
+        "step": args.step, "session_regex": args.session_regex, "time_window": args.time_window,
+        "timestamp_field": args.timestamp_field, "timestamp_format": args.timestamp_format,
+        "max_line_chars": args.max_line_chars,
+    }
+    options = ScoreOptions(engine=args.engine, workers=args.workers, address=args.address, threshold=args.threshold,
+                           batch_size=args.batch_size, overrides={k: v for k, v in overrides.items() if v is not None},
+                           max_line_bytes=args.max_line_bytes, max_open_sessions=args.max_open_sessions,
+                           overwrite=args.overwrite)
+    s = score_archives(args.run, args.inputs, args.out, options)
+    t = s.totals
+    print(f"logllm score: {s.files_scored}/{s.files} files, {t['lines_read']:,} lines "
+          f"({s.lines_per_second:,.0f} lines/s, {s.engine}), {t['sequences']:,} sequences, {s.flagged:,} flagged "
+          f"(threshold {s.threshold:.4g}) -> {args.out}", file=sys.stderr)
+    for failed in s.files_failed:
+        from logllm.follow import printable
+
+        print(f"logllm score: failed: {printable(failed['path'])}: {printable(failed['error'])}", file=sys.stderr)
+    return 1 if s.files_failed else 0

@@ -1,0 +1,36 @@
+"""`logllm score --engine ray` (2 scoring actors on a local Ray cluster) writes what the in-process engine
+writes, which is what `logllm detect` finds (tests/score/test_score_local.py); a bad file is named."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+
+from logllm.cli import main
+
+ray = pytest.importorskip("ray", reason="Ray is the optional extra logllm[scale]")
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_ray_engine_equals_local_and_names_a_bad_file(tb_run, bad_gz, tmp_path):
+    run = str(tb_run["run"])
+    files = [str(tb_run["logs"][0]), str(bad_gz), str(tb_run["gz"])]
+    assert main(["-q", "score", run, *files, "--out", str(tmp_path / "local")]) == 1
+    assert main(["-q", "score", run, *files, "--out", str(tmp_path / "ray"), "--engine", "ray",
+                 "--workers", "2"]) == 1
+    assert not ray.is_initialized()  # the local cluster it started is shut down
+    parts = sorted(p.name for p in (tmp_path / "ray" / "detections").iterdir())
+    assert parts == ["part-00000.parquet", "part-00002.parquet"]
+    for name in parts:
+        local = pl.read_parquet(tmp_path / "local" / "detections" / name)
+        remote = pl.read_parquet(tmp_path / "ray" / "detections" / name)
+        assert local.height == 15
+        assert local.drop("score").equals(remote.drop("score"))  # same windows, line numbers, labels, order
+        assert (local["score"] - remote["score"]).abs().max() < 1e-6
+    summaries = [json.loads((tmp_path / d / "summary.json").read_text()) for d in ("local", "ray")]
+    assert [s["engine"] for s in summaries] == ["local", "ray"] and summaries[1]["workers"] == 2
+    for s in summaries:
+        assert [f["path"] for f in s["files_failed"]] == [str(bad_gz)]
+        assert s["files_scored"] == 2 and s["totals"]["lines_read"] == 3000
