@@ -26,21 +26,37 @@ def check_due(config: TrainConfig, state: TrainState, has_val: bool, epoch_end: 
     return bool(state.global_step % config.eval_every == 0) if config.eval_every else epoch_end
 
 
-def validation_loss(model: torch.nn.Module, texts: list[str], val: SequenceSet, batch_size: int) -> float:
-    """Mean loss on the labeled validation sequences (no gradients, eval mode; train mode after)."""
+def validation_batch_losses(model: torch.nn.Module, texts: list[str], val: SequenceSet, batch_size: int,
+                            part: int = 0, parts: int = 1) -> dict[int, float]:
+    """Summed loss (mean loss x rows) of the labeled validation batches ``part, part + parts, ...``, by
+    batch index (no gradients, eval mode; train mode after). ``parts`` processes together cover every batch."""
     known = np.flatnonzero(val.labels >= 0)
-    total = 0.0
+    out: dict[int, float] = {}
     model.eval()
     try:
         with torch.no_grad():
-            for i in range(0, len(known), batch_size):
-                idx = known[i: i + batch_size]
+            for b in range(part, -(-len(known) // batch_size), parts):
+                idx = known[b * batch_size: (b + 1) * batch_size]
                 seqs = [val.message_ids[j].tolist() for j in idx]
                 labels = [int(val.labels[j]) for j in idx]
-                total += float(model.loss(texts, seqs, labels)) * len(idx)
+                out[b] = float(model.loss(texts, seqs, labels)) * len(idx)
     finally:
         model.train()
-    return total / max(1, len(known))
+    return out
+
+
+def combine_batch_losses(losses: dict[int, float], val: SequenceSet) -> float:
+    """Mean validation loss from every batch's ``validation_batch_losses``, summed in batch order (so the
+    value does not depend on how the batches were shared out)."""
+    total = 0.0
+    for b in sorted(losses):
+        total += losses[b]
+    return total / max(1, int((val.labels >= 0).sum()))
+
+
+def validation_loss(model: torch.nn.Module, texts: list[str], val: SequenceSet, batch_size: int) -> float:
+    """Mean loss on the labeled validation sequences (no gradients, eval mode; train mode after)."""
+    return combine_batch_losses(validation_batch_losses(model, texts, val, batch_size), val)
 
 
 def record_check(state: TrainState, val_loss: float, patience: int) -> bool:
