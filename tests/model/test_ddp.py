@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 from logllm.config import apply_overrides, preset
 from logllm.errors import ConfigError
 from logllm.training import distributed
-from logllm.training.trainer import train_run
+from logllm.training.trainer import Trainer, train_run
 
 pytestmark = pytest.mark.multiprocess
 
@@ -249,3 +249,20 @@ def test_micro_batches_are_dealt_out_in_turn_and_seeded_by_place():
              for k in range(2)}
     assert len(seeds) == 24
     assert distributed.micro_batch_seed(5, 1, 0, 2, 1) == distributed.micro_batch_seed(5, 1, 0, 2, 1)
+
+
+def test_a_step_must_be_dealt_out_evenly_and_sharding_launchers_are_refused(monkeypatch: pytest.MonkeyPatch):
+    distributed.check_grad_accum(4, 4, 2)
+    distributed.check_grad_accum(16, 1, 1)
+    with pytest.raises(ConfigError, match="micro_batch = 8, grad_accum = 2 keeps the global batch 16"):
+        distributed.check_grad_accum(16, 1, 2)  # the small preset on 2 processes
+    with pytest.raises(ConfigError, match="micro_batch = 2, grad_accum = 8"):
+        distributed.check_grad_accum(4, 4, 8)  # the paper preset on 8 GPUs
+    with pytest.raises(ConfigError, match="cannot be shared by 3 processes"):
+        distributed.check_grad_accum(4, 4, 3)
+    with pytest.raises(ConfigError, match="grad_accum = 1 with 2 training processes"):
+        Trainer(preset("small"), "data", "run", dist=distributed.DistContext(rank=1, world_size=2))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(ConfigError, match="FSDP.*does not shard it"):
+        distributed.start(cpu=True)

@@ -122,6 +122,11 @@ def start(*, cpu: bool, timeout_s: float = DEFAULT_TIMEOUT_S) -> DistContext:
     world = launched_world_size()
     if world == 1:
         return SINGLE
+    for var, what in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
+        if os.environ.get(var, "").lower() in ("true", "1"):
+            raise ConfigError(f"the launcher asks for {what} ({var}={os.environ[var]}); logllm trains data-parallel "
+                              "with the whole model in every process and does not shard it. Launch with a "
+                              "MULTI_GPU accelerate config (docs/scale.md)")
     local_rank = _env_int("LOCAL_RANK") or 0
     if not cpu:
         if local_rank >= torch.cuda.device_count():
@@ -248,6 +253,21 @@ def all_reduce_gradients(params: Sequence[torch.nn.Parameter], ctx: DistContext)
                 offset += n
     for p, g in zip(live, grads, strict=True):
         p.grad = g
+
+
+def check_grad_accum(micro_batch: int, grad_accum: int, world_size: int) -> None:
+    """Refuse a config whose step cannot be dealt out evenly: ``grad_accum`` must be a multiple of the
+    number of processes (the global batch is ``micro_batch x grad_accum`` whatever that number)."""
+    if grad_accum % world_size == 0:
+        return
+    total = micro_batch * grad_accum
+    fits = [g for g in range(world_size, total + 1, world_size) if total % g == 0]
+    hint = (f"e.g. micro_batch = {total // fits[0]}, grad_accum = {fits[0]} keeps the global batch {total}"
+            if fits else f"the global batch {total} cannot be shared by {world_size} processes; choose "
+                         f"micro_batch x grad_accum divisible by {world_size}")
+    raise ConfigError(f"grad_accum = {grad_accum} with {world_size} training processes: the {grad_accum} micro-batches "
+                      f"of a step are dealt out to the processes, so grad_accum must be a multiple of {world_size}; "
+                      f"{hint} (set them in --config)")
 
 
 def micro_batch_seed(seed: int, stage_index: int, epoch: int, group: int, micro_batch: int) -> int:

@@ -108,6 +108,7 @@ class Trainer:
     ):
         from logllm.model.build import pin_decoder_source
 
+        distributed.check_grad_accum(config.micro_batch, config.grad_accum, (dist or SINGLE).world_size)
         # A GGUF decoder is named by its file's sha256 and package version in the run's config.json.
         config = replace(config.validate(), model=pin_decoder_source(config.model))
         self.config = config
