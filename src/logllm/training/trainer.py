@@ -15,12 +15,8 @@ Its parts live beside it in ``logllm.training``: ``sampling`` (which samples, in
   lr-scheduler state and the python / numpy / torch RNG states (dropout), never pickled;
 - the train log is cut back to the checkpoint's step when resuming, so no step is logged twice.
 
-Launched as N processes (``distributed``: accelerate or torchrun), every process walks the same order;
-the ``grad_accum`` micro-batches of a step are dealt out in turn and their gradients summed, so the
-config's ``micro_batch x grad_accum`` stays the global batch and the step is the one-process step. Each
-micro-batch's dropout is seeded by its place in the run (``distributed.micro_batch_seed``), so the masks
-do not depend on which process runs it. Only the main process writes to the run folder; validation
-losses are gathered, and the threshold is chosen on the main process.
+Launched as N processes (``distributed``), the processes deal out each step's micro-batches and sum
+their gradients: the same steps as one process. Only the main process writes to the run folder.
 """
 
 from __future__ import annotations
@@ -44,7 +40,7 @@ from logllm.config import StageConfig, TrainConfig
 from logllm.data.dataset import PreparedData
 from logllm.data.manifest import RUN_DATA_MANIFEST, check_run_data
 from logllm.errors import ConfigError, LogLLMError
-from logllm.evaluate import DEFAULT_THRESHOLD, THRESHOLD_FILE, choose_threshold
+from logllm.evaluate import THRESHOLD_FILE
 from logllm.training import distributed, early_stop, sampling
 from logllm.training.checkpoint import (
     BEST_FILE,
@@ -61,7 +57,7 @@ from logllm.training.checkpoint import (
     write_checkpoint,
 )
 from logllm.training.distributed import SINGLE, DistContext
-from logllm.training.optim import build_optimizer
+from logllm.training.optim import build_optimizer, unfreeze_stage
 from logllm.training.precision import resolve_autocast
 from logllm.training.sampling import length_key, step_groups, training_samples
 from logllm.versions import library_versions
@@ -295,21 +291,7 @@ class Trainer:
         config's ``optimizer`` and ``scheduler``), and freeze the encoder cache when the encoder is frozen.
 
         ``train()`` calls it at the start of each stage; a test or benchmark calls it, then ``step``."""
-        parts = self.model.parts()
-        missing = [p for p in stage.trainable if p not in parts]
-        if missing:
-            raise ConfigError(f"stage {stage.name}: the model has no part(s) {missing} (has {sorted(parts)})")
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-        params, seen = [], set()
-        for name in stage.trainable:
-            for p in parts[name]:
-                if id(p) not in seen:
-                    seen.add(id(p))
-                    params.append(p)
-                    p.requires_grad_(True)
-        if not params:
-            raise ConfigError(f"stage {stage.name}: parts {stage.trainable} have no parameters to train")
+        params = unfreeze_stage(self.model, stage)
         distributed.broadcast_parameters(params, self.dist)  # replicas start each stage identical
         total = self.steps_in_stage(self.config.stages.index(stage))
         self.optimizer, self.scheduler = build_optimizer(self.config, params, stage.lr, total)
@@ -429,11 +411,8 @@ class Trainer:
 
     def validation_loss(self) -> float:
         """Mean loss on the labeled validation sequences (no gradients, eval mode). Several processes
-        each take every N-th batch and the batch losses are gathered: the same value as one process."""
-        batch_size = self.config.score_batch_size
-        if not self.dist.distributed:
-            return early_stop.validation_loss(self.model, self.texts, self.val, batch_size)
-        mine = early_stop.validation_batch_losses(self.model, self.texts, self.val, batch_size,
+        each take every N-th batch and gather the batch losses: the same value as one process."""
+        mine = early_stop.validation_batch_losses(self.model, self.texts, self.val, self.config.score_batch_size,
                                                   self.dist.rank, self.dist.world_size)
         parts = distributed.gather_objects(mine, self.dist, "gathering the validation loss")
         return early_stop.combine_batch_losses({k: v for part in parts for k, v in part.items()}, self.val)
@@ -452,15 +431,10 @@ class Trainer:
 
     def _restore_best(self) -> None:
         """Load the parameters kept at the best validation loss into the model (logged, and in the train log)."""
-        st = self.state
-        if self._best is None:
-            if st.best_val_loss is not None:
-                log.warning("the best validation weights (validation loss %.5f) were not kept (a checkpoint from "
-                            "before they were); the model keeps its last weights", st.best_val_loss)
+        st, record = self.state, early_stop.restore_best(self.model, self._best, self.state)
+        if record is None:
             return
-        early_stop.load_parameters(self.model, self._best)
-        self._log({"event": "restore_best", "step": st.global_step, "best_step": st.best_step,
-                   "best_val_loss": st.best_val_loss})
+        self._log(record)
         if st.best_step == st.global_step:
             log.info("early stopping: the last weights (step %d) have the best validation loss (%.5f); kept",
                      st.global_step, st.best_val_loss)
@@ -470,20 +444,7 @@ class Trainer:
 
     def choose_threshold(self) -> dict[str, Any]:
         """Pick the decision threshold on the validation split (max F1), or 0.5 without one."""
-        if self.val is None:
-            return {"threshold": DEFAULT_THRESHOLD, "source": "default",
-                    "reason": "the prepared folder has no val split; 0.5 is used (prepare with a validation split "
-                              "to choose it by F1)"}
-        known = self.val.labels >= 0
-        labels = self.val.labels[known]
-        if labels.sum() == 0:
-            return {"threshold": DEFAULT_THRESHOLD, "source": "default",
-                    "reason": "the val split has no anomalous sequence, so F1 cannot choose; 0.5 is used"}
-        seqs = [m.tolist() for m, k in zip(self.val.message_ids, known) if k]
-        scores = np.asarray(self.model.score(self.texts, seqs, batch_size=self.config.score_batch_size))
-        threshold, f1 = choose_threshold(labels, scores)
-        return {"threshold": threshold, "source": "val", "val_f1": f1, "val_sequences": int(known.sum()),
-                "val_anomalous": int(labels.sum())}
+        return early_stop.threshold_on_val(self.model, self.texts, self.val, self.config.score_batch_size)
 
     # -- saving --------------------------------------------------------------------------------
 
