@@ -227,6 +227,27 @@ def test_killed_process_stops_the_other_and_resume_finishes(case: dict[str, Path
     assert_close(model_tensors(run), model_tensors(case["two"]), rtol=1e-6)
 
 
+def test_hung_process_is_given_up_on_after_the_timeout(case: dict[str, Path], tmp_path: Path):
+    run, log_dir = tmp_path / "hung", tmp_path / "logs"
+    procs = start_processes(2, train_args(case["data"], run, case["config"], "--dist-timeout", "20"), log_dir)
+    try:
+        deadline = time.monotonic() + PROCESS_TIMEOUT
+        while not (run / "checkpoints" / "step-0000002").is_dir():
+            assert procs[0].poll() is None, logs(log_dir)
+            assert time.monotonic() < deadline, logs(log_dir)
+            time.sleep(0.02)
+        procs[1].send_signal(signal.SIGSTOP)  # alive, connections open, never answers
+        stopped_at = time.monotonic()
+        code = procs[0].wait(timeout=90)
+        waited = time.monotonic() - stopped_at
+    finally:
+        for p in procs:
+            p.kill()
+    assert code == 2 and 15 < waited < 80, (code, waited, logs(log_dir))
+    text = (log_dir / "rank0.log").read_text()
+    assert "training process 0 of 2" in text and "20 s timeout" in text and "Traceback" not in text, text
+
+
 def test_accelerate_cpu_launch_of_one_process_is_refused(monkeypatch: pytest.MonkeyPatch):
     # `accelerate launch --cpu --num_processes 2` without MPI: one process, MASTER_ADDR set, no WORLD_SIZE
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
