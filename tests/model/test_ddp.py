@@ -137,14 +137,15 @@ def case(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         splits[name] = sequences_table(rows)
     data = write_prepared(root / "prepared", messages, splits,
                           {"family": "synthetic", "seed": 0, "inputs": [{"path": "s.log", "bytes": 0, "sha256": ""}]})
-    # 4 stages x 2 epochs x 3 steps of 4 x 2 samples; validation every 2 steps of the last stage (with
-    # batches of 16, so the 2 processes share 3 batches unevenly) and early stopping.
+    # 4 stages x 2 epochs x 3 steps of 4 x 2 samples, the last step of an epoch 1 micro-batch (process 1
+    # has none: it adds zero gradients); validation every 2 steps of the last stage (with batches of 16, so
+    # the 2 processes share 3 batches unevenly) and early stopping.
     config = apply_overrides(preset("small"), {
         "model": {"encoder": str(encoder), "decoder": "tiny-llama", "decoder_layers": 1, "decoder_width": 16,
                   "decoder_heads": 2, "device": "cpu", "decoder_lora": None},
         "micro_batch": 4, "grad_accum": 2, "checkpoint_every": 2, "keep_step_checkpoints": None,
         "early_stopping_patience": 3, "eval_every": 2, "score_batch_size": 16, "autocast": "none",
-        "stages": [{"name": n, "max_samples": 24, "epochs": 2} for n in ("1", "2a", "2b", "3")],
+        "stages": [{"name": n, "max_samples": 20, "epochs": 2} for n in ("1", "2a", "2b", "3")],
     }).validate()
     config_file = config.save(root / "config.json")
 
