@@ -49,6 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="with --resume: continue on a prepared folder other than the run's (refused otherwise; "
                         "recorded in train_log.jsonl)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--dist-timeout", type=float, default=None, metavar="SECONDS",
+                   help="launched as several processes (accelerate launch, torchrun; docs/scale.md): how long a "
+                        "process waits for the others before it stops with an error (default 1800)")
     m = p.add_argument_group("bench methods (--method NAME other than logllm)")
     m.add_argument("--set", dest="params", action="append", default=[], metavar="PARAM=VALUE",
                    help="a parameter of the method, e.g. epochs=10 (repeatable; names as in `logllm bench --set`)")
@@ -146,6 +149,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--seed {args.seed}: must be an integer from 0 to {MAX_SEED} (e.g. --seed 0)")
     if args.checkpoint_every is not None and args.checkpoint_every < 0:
         raise ConfigError(f"--checkpoint-every {args.checkpoint_every}: must be >= 0 (0 = only at stage ends)")
+    if args.dist_timeout is not None and not args.dist_timeout > 0:
+        raise ConfigError(f"--dist-timeout {args.dist_timeout}: must be a positive number of seconds")
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads {args.threads}: must be at least 1 (or leave it out for torch's choice)")
     if not args.data.is_dir():
@@ -181,8 +186,11 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= config.seed <= MAX_SEED:
         raise ConfigError(f"seed = {config.seed} in {args.config or args.out / 'config.json'}: must be an integer "
                           f"from 0 to {MAX_SEED}")
+    timeout = {} if args.dist_timeout is None else {"dist_timeout": args.dist_timeout}
     trainer = train_run(config, args.data, args.out, resume=args.resume, progress=not args.no_progress,
-                        allow_other_data=args.allow_other_data)
+                        allow_other_data=args.allow_other_data, **timeout)
+    if not trainer.dist.is_main:
+        return 0  # the main process reports the run
     info = json.loads((args.out / "threshold.json").read_text())
     print(f"trained {config.preset} preset (seed {config.seed}) in {trainer.state.elapsed:.0f} s, "
           f"{trainer.state.global_step} steps; model in {args.out / 'model'}")

@@ -7,7 +7,8 @@ A checkpoint folder (``RUN/checkpoints/stage-NAME`` or ``step-NNNNNNN``) holds:
   and the library versions;
 - ``optimizer`` and ``scheduler`` (``.safetensors`` + ``.json``), only within a stage: torch's own
   ``state_dict()``, its tensors in the safetensors file and everything else in the JSON file;
-- ``rng`` (``.safetensors`` + ``.json``): the python, numpy, torch (and CUDA) RNG states;
+- ``rng`` (``.safetensors`` + ``.json``): the python, numpy, torch (and CUDA) RNG states; with several
+  training processes ``rng-1``, ``rng-2``, ... hold those of the other processes;
 - ``best_weights.safetensors``, with early stopping: the trained parameters at the best validation loss;
 - ``checksums.json``, written last.
 
@@ -273,20 +274,36 @@ def load_scheduler(scheduler: torch.optim.lr_scheduler.LRScheduler, folder: Path
     scheduler.load_state_dict(saved["legacy"] if "legacy" in saved else {**saved["state"], **tensors})
 
 
-def save_rng(folder: Path) -> None:
-    """Write the python, numpy, torch and (with CUDA) CUDA RNG states: ``rng.safetensors`` + ``rng.json``."""
+RngState = tuple[dict[str, torch.Tensor], dict[str, Any]]
+"""A process's RNG states as (tensors, JSON-able rest), from ``rng_state``."""
+
+
+def rng_file(rank: int) -> str:
+    """The name (without suffix) of process ``rank``'s RNG state in a checkpoint: ``rng``, ``rng-1``, ..."""
+    return "rng" if rank == 0 else f"rng-{rank}"
+
+
+def rng_state() -> RngState:
+    """This process's python, numpy, torch and (with CUDA) CUDA RNG states."""
     version, internal, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     tensors = {"torch": torch.get_rng_state(), "numpy.keys": torch.from_numpy(keys.astype(np.int64))}
     if torch.cuda.is_available():
         tensors.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
-    _write_state(folder, "rng", tensors, {"python": [version, list(internal), gauss],
-                                          "numpy": [kind, int(pos), int(has_gauss), float(cached)]})
+    return tensors, {"python": [version, list(internal), gauss],
+                     "numpy": [kind, int(pos), int(has_gauss), float(cached)]}
 
 
-def load_rng(folder: Path) -> None:
-    """Set the RNG states ``save_rng`` wrote (CUDA ones only where CUDA is available)."""
-    tensors, saved = _read_state(folder, "rng")
+def save_rng(folder: Path, states: list[RngState] | None = None) -> None:
+    """Write RNG states: ``rng.safetensors`` + ``rng.json`` for this process, or with ``states`` (one per
+    training process, in rank order) process ``r``'s as ``rng_file(r)``."""
+    for rank, (tensors, rest) in enumerate(states if states is not None else [rng_state()]):
+        _write_state(folder, rng_file(rank), tensors, rest)
+
+
+def load_rng(folder: Path, rank: int = 0) -> None:
+    """Set the RNG states ``save_rng`` wrote for process ``rank`` (CUDA ones only where CUDA is available)."""
+    tensors, saved = _read_state(folder, rng_file(rank))
     if "legacy" in saved:  # {"python": (...), "numpy": (kind, keys, pos, has_gauss, cached), "torch", "cuda"}
         old = saved["legacy"]
         kind, keys, pos, has_gauss, cached = old["numpy"]
@@ -375,10 +392,12 @@ def latest_checkpoint(run_dir: str | Path, *, exclude: dict[Path, str] | None = 
 def write_checkpoint(folder: Path, model: Any, trainer_state: dict[str, Any], *,
                      optimizer: torch.optim.Optimizer | None = None,
                      scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-                     best: dict[str, torch.Tensor] | None = None) -> Path:
+                     best: dict[str, torch.Tensor] | None = None,
+                     rng_states: list[RngState] | None = None) -> Path:
     """Write a checkpoint folder atomically: into ``.tmp-NAME`` beside it, ``checksums.json`` last, then
     renamed to ``folder`` (replacing one of that name). The optimizer and scheduler go in only when given
-    (within a stage); the RNG states always."""
+    (within a stage); the RNG states always: this process's, or ``rng_states`` (every training process's,
+    in rank order)."""
     tmp = folder.parent / f".tmp-{folder.name}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -386,7 +405,7 @@ def write_checkpoint(folder: Path, model: Any, trainer_state: dict[str, Any], *,
     if optimizer is not None and scheduler is not None:
         save_optimizer(optimizer, tmp)
         save_scheduler(scheduler, tmp)
-    save_rng(tmp)
+    save_rng(tmp, rng_states)
     if best is not None:
         save_file(best, str(tmp / BEST_FILE))
     (tmp / STATE_FILE).write_text(json.dumps(trainer_state, indent=2) + "\n")

@@ -1,4 +1,5 @@
-"""The optimizer and learning-rate schedule of a stage, built from the names in ``TrainConfig``.
+"""The parameters a stage trains (``unfreeze_stage``), and its optimizer and learning-rate schedule,
+built from the names in ``TrainConfig``.
 
 ``TrainConfig.optimizer`` names the optimizer (``"adamw"``: AdamW with ``weight_decay``) and
 ``TrainConfig.scheduler`` the schedule (``"step"``: start at the stage's ``lr`` and multiply it by
@@ -13,10 +14,11 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
-from logllm.config import TrainConfig
+from logllm.config import StageConfig, TrainConfig
 from logllm.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -66,3 +68,24 @@ def build_optimizer(config: TrainConfig, params: list[torch.nn.Parameter], lr: f
         raise ConfigError(f"scheduler={config.scheduler!r} is not known; use one of {sorted(SCHEDULERS)}")
     optimizer = OPTIMIZERS[config.optimizer](config, params, lr)
     return optimizer, SCHEDULERS[config.scheduler](config, optimizer, steps)
+
+
+def unfreeze_stage(model: Any, stage: StageConfig) -> list[torch.nn.Parameter]:
+    """Freeze every parameter of ``model`` but those of the stage's parts (``model.parts()``) and return
+    those, each once; ConfigError when a part is missing or has no parameters."""
+    parts = model.parts()
+    missing = [p for p in stage.trainable if p not in parts]
+    if missing:
+        raise ConfigError(f"stage {stage.name}: the model has no part(s) {missing} (has {sorted(parts)})")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    params, seen = [], set()
+    for name in stage.trainable:
+        for p in parts[name]:
+            if id(p) not in seen:
+                seen.add(id(p))
+                params.append(p)
+                p.requires_grad_(True)
+    if not params:
+        raise ConfigError(f"stage {stage.name}: parts {stage.trainable} have no parameters to train")
+    return params

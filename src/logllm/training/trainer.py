@@ -14,6 +14,9 @@ Its parts live beside it in ``logllm.training``: ``sampling`` (which samples, in
 - checkpoints are taken only between optimiser steps and hold the model, the optimizer and
   lr-scheduler state and the python / numpy / torch RNG states (dropout), never pickled;
 - the train log is cut back to the checkpoint's step when resuming, so no step is logged twice.
+
+Launched as N processes (``distributed``), the processes deal out each step's micro-batches and sum
+their gradients: the same steps as one process. Only the main process writes to the run folder.
 """
 
 from __future__ import annotations
@@ -37,8 +40,8 @@ from logllm.config import StageConfig, TrainConfig
 from logllm.data.dataset import PreparedData
 from logllm.data.manifest import RUN_DATA_MANIFEST, check_run_data
 from logllm.errors import ConfigError, LogLLMError
-from logllm.evaluate import DEFAULT_THRESHOLD, THRESHOLD_FILE, choose_threshold
-from logllm.training import early_stop, sampling
+from logllm.evaluate import THRESHOLD_FILE
+from logllm.training import distributed, early_stop, sampling
 from logllm.training.checkpoint import (
     BEST_FILE,
     CHECKPOINTS,
@@ -50,9 +53,11 @@ from logllm.training.checkpoint import (
     load_rng,
     load_scheduler,
     prune_step_checkpoints,
+    rng_state,
     write_checkpoint,
 )
-from logllm.training.optim import build_optimizer
+from logllm.training.distributed import SINGLE, DistContext
+from logllm.training.optim import build_optimizer, unfreeze_stage
 from logllm.training.precision import resolve_autocast
 from logllm.training.sampling import length_key, step_groups, training_samples
 from logllm.versions import library_versions
@@ -95,15 +100,19 @@ class Trainer:
         *,
         model_cls: Any | None = None,
         progress: bool = True,
+        dist: DistContext | None = None,
     ):
         from logllm.model.build import pin_decoder_source
 
+        distributed.check_grad_accum(config.micro_batch, config.grad_accum, (dist or SINGLE).world_size)
         # A GGUF decoder is named by its file's sha256 and package version in the run's config.json.
         config = replace(config.validate(), model=pin_decoder_source(config.model))
         self.config = config
         self.data_dir = Path(data_dir)
         self.run_dir = Path(run_dir)
-        self.progress = progress
+        self.dist = dist or SINGLE
+        """This process among the training processes (``distributed.start``); one process by default."""
+        self.progress = progress and self.dist.is_main
         if model_cls is None:
             from logllm.model.logllm import LogLLM as model_cls
         self.model_cls = model_cls
@@ -148,6 +157,7 @@ class Trainer:
                      len(self.train_ids), cfg.model.max_messages)
         self.val = self.data.sequences("val") if self.data.has_split("val") else None
 
+        main = self.dist.is_main  # only the main process writes to the run folder
         ckpt = latest_checkpoint(self.run_dir) if resume else None
         if resume and ckpt is None:
             log.warning("--resume: no checkpoint in %s; starting from the beginning", self.run_dir / CHECKPOINTS)
@@ -160,14 +170,15 @@ class Trainer:
         else:
             other_data = None
             self.data.verify()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.config.save(self.run_dir / "config.json")
-        if ckpt is None:  # a fresh run: what an earlier run left here would be shown as this one's
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.config.save(self.run_dir / "config.json")
+        if ckpt is None and main:  # a fresh run: what an earlier run left here would be shown as this one's
             for name in ("eval", "model"):
                 shutil.rmtree(self.run_dir / name, ignore_errors=True)
             for name in (THRESHOLD_FILE, "report.html"):
                 (self.run_dir / name).unlink(missing_ok=True)
-        if other_data is None:
+        if other_data is None and main:
             shutil.copyfile(self.data_dir / "manifest.json", self.run_dir / RUN_DATA_MANIFEST)
 
         if ckpt is None:
@@ -184,12 +195,15 @@ class Trainer:
                         "which gave NaN gradients at padded positions; [model] dtype = \"bfloat16\" uses eager "
                         "attention")
         if ckpt is None:
-            (self.run_dir / TRAIN_LOG).write_text("")
+            if main:
+                (self.run_dir / TRAIN_LOG).write_text("")
             self._log({"event": "start", "seed": cfg.seed, "preset": cfg.preset, "autocast": self.autocast_name,
-                       "oversampling": asdict(self.oversampling), "versions": library_versions()})
+                       "oversampling": asdict(self.oversampling), "versions": library_versions(),
+                       **({"processes": self.dist.world_size} if self.dist.distributed else {})})
         if other_data is not None:
             self._log({"event": "other_data", **other_data})
         log.info("%s", self.plan_text())
+        distributed.barrier(self.dist, "waiting for every process to set up")
         self._session_start = time.perf_counter()
 
     def _input_kwargs(self) -> dict[str, Any]:
@@ -208,8 +222,9 @@ class Trainer:
         steps = [(s.name, 0 if s.skip else self.steps_in_stage(i)) for i, s in enumerate(cfg.stages)]
         return (f"training plan: {sum(n for _, n in steps):,} optimiser steps ("
                 + ", ".join(f"stage {name} {n:,}" for name, n in steps)
-                + f") over {len(self.samples):,} samples, {cfg.micro_batch} x {cfg.grad_accum} per step; "
-                "fewer: lower the stages' epochs or max_samples in the config")
+                + f") over {len(self.samples):,} samples, {cfg.micro_batch} x {cfg.grad_accum} per step"
+                + (f" shared by {self.dist.world_size} processes" if self.dist.distributed else "")
+                + "; fewer: lower the stages' epochs or max_samples in the config")
 
     def _load_checkpoint(self, ckpt: Path) -> None:
         """Resume from ``ckpt``, or from the checkpoint before it when ``ckpt`` does not load (logged)."""
@@ -219,6 +234,13 @@ class Trainer:
             if not _config_matches(saved["config"], self.config):
                 raise ConfigError(f"--resume: the config differs from the one of {ckpt} (leave out --preset, "
                                   "--config and overrides, or start a new --out folder)")
+            processes = int(saved.get("processes", 1))
+            if processes != self.dist.world_size:
+                raise ConfigError(
+                    f"--resume: {ckpt} was written by a run of {processes} training process(es) and this launch "
+                    f"has {self.dist.world_size}; a run continues with the number it started with (each process "
+                    f"restores its own RNG state): launch `{distributed.launch_hint(processes)} --data "
+                    f"{self.data_dir} --out {self.run_dir} --resume`")
             try:
                 self._load_checkpoint_files(ckpt, saved)
                 break
@@ -231,9 +253,10 @@ class Trainer:
                 assert ckpt is not None
         # Steps logged after this checkpoint were lost with the interrupted session.
         log_path = self.run_dir / TRAIN_LOG
-        kept = [line for line in log_path.read_text().splitlines()
-                if json.loads(line).get("step", 0) <= self.state.global_step] if log_path.is_file() else []
-        log_path.write_text("".join(line + "\n" for line in kept))
+        if self.dist.is_main:
+            kept = [line for line in log_path.read_text().splitlines()
+                    if json.loads(line).get("step", 0) <= self.state.global_step] if log_path.is_file() else []
+            log_path.write_text("".join(line + "\n" for line in kept))
         ordered, unreadable = checkpoint_folders(self.run_dir)
         skipped = sorted(p.name for p in [*ordered[: ordered.index(ckpt)], *unreadable]) if ckpt in ordered else []
         self._log({"event": "resume", "checkpoint": ckpt.name, "step": self.state.global_step,
@@ -255,7 +278,7 @@ class Trainer:
             log.warning("checkpoint %s holds no copy of the best validation weights (validation loss %.5f); unless "
                         "a later check improves on it, training ends with its last weights", ckpt,
                         self.state.best_val_loss)
-        load_rng(ckpt)
+        load_rng(ckpt, self.dist.rank)
 
     # -- sampling ------------------------------------------------------------------------------
 
@@ -279,21 +302,8 @@ class Trainer:
         config's ``optimizer`` and ``scheduler``), and freeze the encoder cache when the encoder is frozen.
 
         ``train()`` calls it at the start of each stage; a test or benchmark calls it, then ``step``."""
-        parts = self.model.parts()
-        missing = [p for p in stage.trainable if p not in parts]
-        if missing:
-            raise ConfigError(f"stage {stage.name}: the model has no part(s) {missing} (has {sorted(parts)})")
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-        params, seen = [], set()
-        for name in stage.trainable:
-            for p in parts[name]:
-                if id(p) not in seen:
-                    seen.add(id(p))
-                    params.append(p)
-                    p.requires_grad_(True)
-        if not params:
-            raise ConfigError(f"stage {stage.name}: parts {stage.trainable} have no parameters to train")
+        params = unfreeze_stage(self.model, stage)
+        distributed.broadcast_parameters(params, self.dist)  # replicas start each stage identical
         total = self.steps_in_stage(self.config.stages.index(stage))
         self.optimizer, self.scheduler = build_optimizer(self.config, params, stage.lr, total)
         if "encoder" in stage.trainable:
@@ -379,23 +389,31 @@ class Trainer:
 
     def step(self, group: list[np.ndarray]) -> float:
         """One optimiser step over a group of micro-batches (one item of ``epoch_groups``), in the stage
-        ``start_stage`` set up; returns the group's mean loss. The lr schedule is not advanced."""
+        ``start_stage`` set up; returns the group's mean loss. The lr schedule is not advanced.
+
+        With several processes this one runs micro-batches ``rank, rank + N, ...`` of the group and the
+        gradients and loss are summed over the processes before the step."""
         weights = [None if self.sample_weight is None else self.sample_weight[b].tolist() for b in group]
         sizes = [len(b) if w is None else sum(w) for b, w in zip(group, weights, strict=True)]
         n = sum(sizes)
         self.optimizer.zero_grad(set_to_none=True)
-        total = 0.0
-        for batch, w, size in zip(group, weights, sizes, strict=True):
+        st, total = self.state, 0.0
+        for k in self.dist.mine(len(group)):
+            batch, w, size = group[k], weights[k], sizes[k]
             seqs = [self.train_ids[i] for i in batch]
             labels = [int(self.train_labels[i]) for i in batch]
+            torch.manual_seed(distributed.micro_batch_seed(self.config.seed, st.stage_index, st.epoch, st.group, k))
             with self.autocast():
                 loss = self.model.loss(self.texts, seqs, labels, w) if w is not None else \
                     self.model.loss(self.texts, seqs, labels)
             # Weight by micro-batch size (samples it stands for) so the step equals one over the whole group.
             (loss * (size / n)).backward()
             total += float(loss.detach()) * size
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        if self.dist.distributed:
+            distributed.all_reduce_gradients(params, self.dist)
+            [total] = distributed.sum_floats([total], self.dist, "summing the step's loss")
         if self.config.max_grad_norm is not None:
-            params = [p for g in self.optimizer.param_groups for p in g["params"]]
             torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
         self.optimizer.step()
         return total / n
@@ -403,8 +421,12 @@ class Trainer:
     # -- validation: early stopping and the threshold ------------------------------------------
 
     def validation_loss(self) -> float:
-        """Mean loss on the labeled validation sequences (no gradients, eval mode)."""
-        return early_stop.validation_loss(self.model, self.texts, self.val, self.config.score_batch_size)
+        """Mean loss on the labeled validation sequences (no gradients, eval mode). Several processes
+        each take every N-th batch and gather the batch losses: the same value as one process."""
+        mine = early_stop.validation_batch_losses(self.model, self.texts, self.val, self.config.score_batch_size,
+                                                  self.dist.rank, self.dist.world_size)
+        parts = distributed.gather_objects(mine, self.dist, "gathering the validation loss")
+        return early_stop.combine_batch_losses({k: v for part in parts for k, v in part.items()}, self.val)
 
     def _validation_check(self, stage_name: str) -> None:
         st = self.state
@@ -420,15 +442,10 @@ class Trainer:
 
     def _restore_best(self) -> None:
         """Load the parameters kept at the best validation loss into the model (logged, and in the train log)."""
-        st = self.state
-        if self._best is None:
-            if st.best_val_loss is not None:
-                log.warning("the best validation weights (validation loss %.5f) were not kept (a checkpoint from "
-                            "before they were); the model keeps its last weights", st.best_val_loss)
+        st, record = self.state, early_stop.restore_best(self.model, self._best, self.state)
+        if record is None:
             return
-        early_stop.load_parameters(self.model, self._best)
-        self._log({"event": "restore_best", "step": st.global_step, "best_step": st.best_step,
-                   "best_val_loss": st.best_val_loss})
+        self._log(record)
         if st.best_step == st.global_step:
             log.info("early stopping: the last weights (step %d) have the best validation loss (%.5f); kept",
                      st.global_step, st.best_val_loss)
@@ -438,20 +455,7 @@ class Trainer:
 
     def choose_threshold(self) -> dict[str, Any]:
         """Pick the decision threshold on the validation split (max F1), or 0.5 without one."""
-        if self.val is None:
-            return {"threshold": DEFAULT_THRESHOLD, "source": "default",
-                    "reason": "the prepared folder has no val split; 0.5 is used (prepare with a validation split "
-                              "to choose it by F1)"}
-        known = self.val.labels >= 0
-        labels = self.val.labels[known]
-        if labels.sum() == 0:
-            return {"threshold": DEFAULT_THRESHOLD, "source": "default",
-                    "reason": "the val split has no anomalous sequence, so F1 cannot choose; 0.5 is used"}
-        seqs = [m.tolist() for m, k in zip(self.val.message_ids, known) if k]
-        scores = np.asarray(self.model.score(self.texts, seqs, batch_size=self.config.score_batch_size))
-        threshold, f1 = choose_threshold(labels, scores)
-        return {"threshold": threshold, "source": "val", "val_f1": f1, "val_sequences": int(known.sum()),
-                "val_anomalous": int(labels.sum())}
+        return early_stop.threshold_on_val(self.model, self.texts, self.val, self.config.score_batch_size)
 
     # -- saving --------------------------------------------------------------------------------
 
@@ -461,11 +465,15 @@ class Trainer:
         st = self.state
         within_stage = st.stage_index < len(self.config.stages) and self.optimizer is not None and st.stage_step > 0
         saved_state = {**asdict(st), "elapsed": st.elapsed + time.perf_counter() - self._session_start}
-        final = write_checkpoint(self.run_dir / CHECKPOINTS / name, self.model,
-                                 {"state": saved_state, "config": self.config.to_dict(),
-                                  "versions": library_versions()},
-                                 optimizer=self.optimizer if within_stage else None, scheduler=self.scheduler,
-                                 best=self._best)
+        rng = distributed.gather_objects(rng_state(), self.dist, "gathering the RNG states for a checkpoint")
+        final = self.run_dir / CHECKPOINTS / name
+        if not self.dist.is_main:
+            return final
+        write_checkpoint(final, self.model,
+                         {"state": saved_state, "config": self.config.to_dict(), "versions": library_versions(),
+                          "processes": self.dist.world_size},
+                         optimizer=self.optimizer if within_stage else None, scheduler=self.scheduler,
+                         best=self._best, rng_states=rng)
         self._log({"event": "checkpoint", "name": name, "step": st.global_step})
         log.debug("checkpoint %s", final)
         prune_step_checkpoints(self.run_dir, self.config.keep_step_checkpoints)
@@ -475,8 +483,11 @@ class Trainer:
         """Write the final model and threshold.json (call after ``train()`` returned True).
 
         With early stopping on, the model first gets back its weights of the best validation check
-        (when training stopped early that was done at the stop).
+        (when training stopped early that was done at the stop). Only the main process does this (the
+        threshold is chosen on the whole val split there); the others return an empty dict.
         """
+        if not self.dist.is_main:
+            return {}
         if self.config.early_stopping_patience is not None and not self.state.stopped_early:
             self._restore_best()
         self.model.clear_cache()
@@ -496,6 +507,8 @@ class Trainer:
         return info
 
     def _log(self, record: dict[str, Any]) -> None:
+        if not self.dist.is_main:
+            return
         with open(self.run_dir / TRAIN_LOG, "a") as fh:
             fh.write(json.dumps(record) + "\n")
 
@@ -509,10 +522,22 @@ def train_run(
     progress: bool = True,
     model_cls: Any | None = None,
     allow_other_data: bool = False,
+    dist_timeout: float = distributed.DEFAULT_TIMEOUT_S,
 ) -> Trainer:
-    """Set up, train every stage and finish: the whole of ``logllm train``. Returns the trainer."""
-    trainer = Trainer(config, data_dir, run_dir, model_cls=model_cls, progress=progress)
+    """Set up, train every stage and finish: the whole of ``logllm train``. Returns the trainer.
+
+    Started by a launcher as several processes (``distributed.start``: accelerate or torchrun), it trains
+    data-parallel; ``dist_timeout`` is how long a process waits for the others in an exchange."""
+    dist = distributed.start(cpu=_trains_on_cpu(config), timeout_s=dist_timeout)
+    trainer = Trainer(config, data_dir, run_dir, model_cls=model_cls, progress=progress, dist=dist)
     trainer.setup(resume=resume, allow_other_data=allow_other_data)
     trainer.train()
     trainer.finish()
+    # Not in a `finally`: after a failed exchange the group is broken, and leaving it could wait on it.
+    distributed.stop(dist)
     return trainer
+
+
+def _trains_on_cpu(config: TrainConfig) -> bool:
+    """Whether the model config puts the model on the CPU (then the processes exchange over gloo)."""
+    return config.model.device == "cpu" or (config.model.device == "auto" and not torch.cuda.is_available())
