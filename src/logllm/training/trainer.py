@@ -7,7 +7,10 @@ for each group of ``epoch_groups(stage_index, epoch)``.
 
 Its parts live beside it in ``logllm.training``: ``sampling`` (which samples, in which order),
 ``optim`` (the optimizer and lr schedule the config names), ``precision`` (autocast),
-``early_stop`` and ``checkpoint`` (checkpoint folders: writing, reading, checks). Resume is exact:
+``early_stop`` and ``checkpoint`` (checkpoint folders: writing, reading, checks), ``distributed``
+(several processes). Over 500 lines because one optimiser step (its micro-batches dealt out to the
+processes, losses weighted by their share of the step, checkpoint and resume of that position) is
+read here in one place. Resume is exact:
 
 - the order of samples is a pure function of (seed, stage, epoch), so the sampler's position is just
   (stage, epoch, optimiser step within the epoch);
