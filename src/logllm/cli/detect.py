@@ -7,6 +7,8 @@ import json
 import sys
 from typing import IO, Any
 
+from logllm.cli._shared import add_preprocessing_overrides, preprocessing_overrides
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -53,18 +55,7 @@ def register(subparsers) -> None:
     rd.add_argument("--max-line-bytes", type=int, default=1 << 20, help="longer lines are cut (counted)")
     rd.add_argument("--max-open-sessions", type=int, default=100_000,
                     help="bound on open sessions; the least recently active is scored early (counted)")
-    pre = p.add_argument_group("preprocessing overrides (default: the run's, from its data manifest)")
-    pre.add_argument("--log-format", dest="log_format", default=None,
-                     help="Loghub-style format, e.g. '<Date> <Time> <Level> <Component>: <Content>'")
-    pre.add_argument("--mask", choices=["paper", "none"], default=None)
-    pre.add_argument("--on-unparsed", choices=["keep", "skip"], default=None)
-    pre.add_argument("--window", type=int, default=None)
-    pre.add_argument("--step", type=int, default=None)
-    pre.add_argument("--session-regex", default=None)
-    pre.add_argument("--time-window", default=None)
-    pre.add_argument("--timestamp-field", default=None)
-    pre.add_argument("--timestamp-format", default=None)
-    pre.add_argument("--max-line-chars", type=int, default=None)
+    add_preprocessing_overrides(p, "preprocessing overrides (default: the run's, from its data manifest)")
     p.set_defaults(func=run)
 
 
@@ -132,12 +123,7 @@ def run(args: argparse.Namespace) -> int:
     # Built first: it checks the files (and --follow with stdin) before the model loads.
     reader = LineReader(args.files or ["-"], follow=args.follow, poll_interval=args.poll_interval,
                         max_line_bytes=args.max_line_bytes, from_end=args.from_end, stop=stop)
-    overrides = {
-        "format": args.log_format, "mask": args.mask, "on_unparsed": args.on_unparsed, "window": args.window,
-        "step": args.step, "session_regex": args.session_regex, "time_window": args.time_window,
-        "timestamp_field": args.timestamp_field, "timestamp_format": args.timestamp_format,
-        "max_line_chars": args.max_line_chars,
-    }
+    overrides = preprocessing_overrides(args)
     timeout = args.session_timeout
     if timeout is None and args.follow:
         timeout = 300.0

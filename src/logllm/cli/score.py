@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from logllm.cli._shared import add_preprocessing_overrides, preprocessing_overrides
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -34,29 +36,14 @@ def register(subparsers) -> None:
     p.add_argument("--max-line-bytes", type=int, default=1 << 20, help="longer lines are cut (counted)")
     p.add_argument("--max-open-sessions", type=int, default=100_000,
                    help="bound on open sessions per file; the least recently active is scored early (counted)")
-    pre = p.add_argument_group("preprocessing overrides (default: the run's, from its data manifest; as in detect)")
-    pre.add_argument("--log-format", dest="log_format", default=None)
-    pre.add_argument("--mask", choices=["paper", "none"], default=None)
-    pre.add_argument("--on-unparsed", choices=["keep", "skip"], default=None)
-    pre.add_argument("--window", type=int, default=None)
-    pre.add_argument("--step", type=int, default=None)
-    pre.add_argument("--session-regex", default=None)
-    pre.add_argument("--time-window", default=None)
-    pre.add_argument("--timestamp-field", default=None)
-    pre.add_argument("--timestamp-format", default=None)
-    pre.add_argument("--max-line-chars", type=int, default=None)
+    add_preprocessing_overrides(p, "preprocessing overrides (default: the run's, from its data manifest; as in detect)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from logllm.score import ScoreOptions, score_archives
 
-    overrides = {
-        "format": args.log_format, "mask": args.mask, "on_unparsed": args.on_unparsed, "window": args.window,
-        "step": args.step, "session_regex": args.session_regex, "time_window": args.time_window,
-        "timestamp_field": args.timestamp_field, "timestamp_format": args.timestamp_format,
-        "max_line_chars": args.max_line_chars,
-    }
+    overrides = preprocessing_overrides(args)
     options = ScoreOptions(engine=args.engine, workers=args.workers, address=args.address, threshold=args.threshold,
                            batch_size=args.batch_size, overrides={k: v for k, v in overrides.items() if v is not None},
                            max_line_bytes=args.max_line_bytes, max_open_sessions=args.max_open_sessions,

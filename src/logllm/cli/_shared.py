@@ -1,0 +1,35 @@
+"""Options that several subcommands share (`detect`, `score`): the run's preprocessing, overridden.
+
+The file name starts with an underscore only so that the CLI does not take it for a subcommand.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_preprocessing_overrides(parser: argparse.ArgumentParser, title: str) -> None:
+    """The options that change the run's preprocessing (default: the run's, from its data manifest)."""
+    pre = parser.add_argument_group(title)
+    pre.add_argument("--log-format", dest="log_format", default=None,
+                     help="Loghub-style format, e.g. '<Date> <Time> <Level> <Component>: <Content>'")
+    pre.add_argument("--mask", choices=["paper", "none"], default=None)
+    pre.add_argument("--on-unparsed", choices=["keep", "skip"], default=None)
+    pre.add_argument("--window", type=int, default=None)
+    pre.add_argument("--step", type=int, default=None)
+    pre.add_argument("--session-regex", default=None)
+    pre.add_argument("--time-window", default=None)
+    pre.add_argument("--timestamp-field", default=None)
+    pre.add_argument("--timestamp-format", default=None)
+    pre.add_argument("--max-line-chars", type=int, default=None)
+
+
+def preprocessing_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The `prepare` options given on the command line by :func:`add_preprocessing_overrides` (None: not given)."""
+    return {
+        "format": args.log_format, "mask": args.mask, "on_unparsed": args.on_unparsed, "window": args.window,
+        "step": args.step, "session_regex": args.session_regex, "time_window": args.time_window,
+        "timestamp_field": args.timestamp_field, "timestamp_format": args.timestamp_format,
+        "max_line_chars": args.max_line_chars,
+    }
