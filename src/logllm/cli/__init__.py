@@ -20,7 +20,7 @@ from logllm.errors import LogLLMError
 log = logging.getLogger("logllm")
 
 # Order in `logllm --help`; a module found in this package but not listed here comes after.
-_ORDER = ("prepare", "mutate", "train", "evaluate", "detect", "score", "report", "bench")
+_ORDER = ("prepare", "mutate", "train", "evaluate", "detect", "score", "report", "bench", "experiment")
 
 
 def _subcommand_modules() -> list[str]:
