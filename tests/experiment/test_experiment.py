@@ -184,3 +184,11 @@ def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: l
     assert main(["experiment", "baselines", "--out", str(tmp_path / "e"), "--seeds", "0", *extra]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_damaged_cell_file_is_named(tmp_path: Path) -> None:
+    path = cell_path(tmp_path, Cell("baselines", "hdfs", "dt", "-", 0))
+    path.parent.mkdir(parents=True)
+    path.write_text('{"table": "baselines", "f1": 0.5')  # cut short
+    with pytest.raises(ConfigError, match=f"{path}: not a readable cell file"):
+        summarize_experiment(tmp_path)
