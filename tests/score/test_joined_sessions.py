@@ -64,6 +64,13 @@ def test_sessions_across_files_equal_detect_and_one_file(hdfs_run, tmp_path):
     per_file, s2 = score(run, parts, tmp_path / "per_file", "--per-file-sessions")
     assert s2["session_scope"] == "per-file" and s2["sessions_across_files"] == 0
     assert s2["totals"]["sequences"] == len(want) + sum(len(want[sid]["spans"]) - 1 for sid in joined)
+    assert len(per_file) < s2["totals"]["sequences"]  # ids repeat, one session per file
+    out = tmp_path / "per_file.jsonl"
+    assert main(["-q", "detect", str(run), *map(str, parts), "--out", str(out), "--explain", "none",
+                 "--per-file-sessions"]) == 0
+    by_file = {(r["source"], r["sequence_id"]): r for r in map(json.loads, out.read_text().splitlines())}
+    assert len(by_file) == s2["totals"]["sequences"]
+    assert all(len(r["spans"]) == 1 for r in by_file.values())
 
 
 def test_flagged_sessions_explain_lines_of_every_file(hdfs_run, tmp_path):
