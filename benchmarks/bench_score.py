@@ -47,7 +47,9 @@ def main() -> None:
               f"{os.cpu_count()} CPUs")
         outs = {}
         for engine in args.engines.split(","):
-            options = ScoreOptions(engine=engine, workers=args.workers, batch_size=args.batch_size)  # type: ignore[arg-type]
+            # Copies of one log are not a rotated log: their sessions are kept per file, as when measured.
+            options = ScoreOptions(engine=engine, workers=args.workers, batch_size=args.batch_size,  # type: ignore[arg-type]
+                                   per_file_sessions=True)
             t = time.perf_counter()
             s = score_archives(args.run, files, root / engine, options)
             wall = time.perf_counter() - t

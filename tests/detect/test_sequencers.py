@@ -90,3 +90,30 @@ def test_detect_is_a_package_of_small_modules_without_private_imports():
     for name in ("Detector", "ParsedBatch", "SequencePolicy", "SessionSequencer", "StreamLine",
                  "WindowSequencer", "preprocessor_from_manifest"):
         assert name in logllm.detect.__all__ and hasattr(logllm.detect, name)
+
+
+def test_key_sessions_join_across_files_unless_per_file():
+    """A key's lines in two files are one session (its source: the first file; spans: each file's range),
+    or with ``across_sources=False`` one session per file; a failed file's lines can be taken out."""
+    from logllm.detect.sequencers import SessionSequencer
+
+    def run(across: bool, drop: str | None = None) -> list:
+        seq = SessionSequencer(r"blk_\d+", across_sources=across)
+        for source, n, key in [("a.log", 3, "blk_1"), ("a.log", 5, "blk_2"), ("a.log", 9, "blk_1"),
+                               ("b.log", 1, "blk_1"), ("b.log", 2, "blk_3")]:
+            seq.add(StreamLine(source, n, f"{key} x", "m", keys=seq.keys(f"{key} x")))
+        if drop:
+            assert seq.drop_source(drop) == 2
+        return seq.flush()
+
+    joined = {s.sequence_id: s for s in run(True)}
+    assert sorted(joined) == ["blk_1", "blk_2", "blk_3"]
+    blk = joined["blk_1"]
+    assert (blk.source, blk.key, blk.first_line, len(blk.lines)) == ("a.log", "blk_1", 3, 3)
+    assert logllm.detect.line_spans((ln.source, ln.line_number) for ln in blk.lines) == [{"source": "a.log", "first_line": 3, "last_line": 9},
+                         {"source": "b.log", "first_line": 1, "last_line": 1}]
+    per_file = run(False)
+    assert sorted((s.sequence_id, s.source, len(s.lines)) for s in per_file) == [
+        ("blk_1", "a.log", 2), ("blk_1", "b.log", 1), ("blk_2", "a.log", 1), ("blk_3", "b.log", 1)]
+    without_b = {s.sequence_id: s for s in run(True, drop="b.log")}
+    assert sorted(without_b) == ["blk_1", "blk_2"] and {ln.source for ln in without_b["blk_1"].lines} == {"a.log"}

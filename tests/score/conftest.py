@@ -69,3 +69,36 @@ def bad_gz(tmp_path_factory: pytest.TempPathFactory, tb_run: dict) -> Path:
     path = tmp_path_factory.mktemp("bad") / "truncated.log.gz"
     path.write_bytes(data[: len(data) // 2])
     return path
+
+
+@pytest.fixture(scope="session")
+def hdfs_run(tmp_path_factory: pytest.TempPathFactory, shared_data: Path, tb_run: dict) -> dict:
+    """``{"run", "parts": [3 files], "whole": the same lines in one file, "bad": a truncated .gz}``: the
+    first 3,000 lines of HDFS_2pct cut into three files of 1,000 lines (most blocks' lines lie in two or
+    three of them), and a tiny untrained run prepared on them (sessions by ``blk_`` id)."""
+    from logllm.data.dataset import PreparedData
+    from logllm.data.prepare import PrepareOptions, prepare
+    from logllm.model.config import ModelConfig
+    from logllm.model.logllm import LogLLM
+
+    root = tmp_path_factory.mktemp("hdfs_run")
+    with open(shared_data / "HDFS_2pct" / "HDFS_2pct.log", "rb") as f:
+        lines = [next(f) for _ in range(3000)]
+    whole = root / "whole.log"
+    whole.write_bytes(b"".join(lines))
+    parts = []
+    for k in range(3):
+        parts.append(root / f"hdfs.{k}.log")
+        parts[-1].write_bytes(b"".join(lines[k * 1000:(k + 1) * 1000]))
+    bad = root / "hdfs.1.log.gz"
+    data = gzip.compress(parts[1].read_bytes())
+    bad.write_bytes(data[: len(data) // 2])
+    prepare(PrepareOptions(family="hdfs", inputs=(str(whole),), train_ratio=0.5,
+                           labels=str(shared_data / "HDFS_2pct" / "anomaly_label.csv")), root / "prepared")
+    run = root / "run"
+    config = ModelConfig(encoder=str(tb_run["root"] / "encoder"), decoder="tiny-llama", decoder_layers=1,
+                         decoder_width=32, decoder_heads=2, device="cpu")
+    LogLLM.build(config, seed=0).save_pretrained(run / "model")
+    (run / "threshold.json").write_text(json.dumps({"threshold": 0.5}))
+    (run / "data_manifest.json").write_text(json.dumps(PreparedData(root / "prepared").manifest))
+    return {"run": run, "parts": parts, "whole": whole, "bad": bad}

@@ -57,8 +57,12 @@ def test_local_score_equals_detect(tb_run, tmp_path, threshold, extra):
     assert summary["totals"]["lines_read"] == 3000
     assert summary["totals"]["sequences"] == len(want)
     assert summary["files_scored"] == 2 and summary["files_failed"] == []
-    assert [f["partition"] for f in summary["per_file"]] == ["detections/part-00000.parquet",
-                                                             "detections/part-00001.parquet"]
+    parts = ["detections/part-00000.parquet", "detections/part-00001.parquet"]
+    if extra:  # key sessions are joined across the files: written by session, not by file
+        parts = [None, None]
+        assert summary["session_scope"] == "across-files"
+        assert summary["partitions"] == ["detections/sessions-00000.parquet"]
+    assert [f["partition"] for f in summary["per_file"]] == parts
 
 
 def test_gzip_folder_and_glob_inputs(tb_run, tmp_path):
@@ -67,8 +71,8 @@ def test_gzip_folder_and_glob_inputs(tb_run, tmp_path):
     assert main(["-q", "score", str(tb_run["run"]), str(plain), str(gz), "--out", str(tmp_path / "a")]) == 0
     frame = pl.read_parquet(tmp_path / "a" / "detections" / "*.parquet")
     by_source = frame.partition_by("source", as_dict=True)
-    a = by_source[(str(plain),)].drop("source", "sequence_id")
-    b = by_source[(str(gz),)].drop("source", "sequence_id")
+    a = by_source[(str(plain),)].drop("source", "sequence_id", "spans")
+    b = by_source[(str(gz),)].drop("source", "sequence_id", "spans")
     assert a.height == 15 and a.equals(b)
     folder = tmp_path / "logs"
     folder.mkdir()

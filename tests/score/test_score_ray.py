@@ -34,3 +34,22 @@ def test_ray_engine_equals_local_and_names_a_bad_file(tb_run, bad_gz, tmp_path):
     for s in summaries:
         assert [f["path"] for f in s["files_failed"]] == [str(bad_gz)]
         assert s["files_scored"] == 2 and s["totals"]["lines_read"] == 3000
+
+
+def test_ray_joins_sessions_across_files_as_local(hdfs_run, tmp_path):
+    """Session parts per file in CPU tasks, grouped by key before scoring: the sessions, spans and scores
+    (within 1e-6) of the in-process engine, which are detect's (test_joined_sessions.py); a bad file named."""
+    run = str(hdfs_run["run"])
+    files = [*map(str, hdfs_run["parts"]), str(hdfs_run["bad"])]
+    got = {}
+    for engine in ("local", "ray"):
+        out = tmp_path / engine
+        assert main(["-q", "score", run, *files, "--out", str(out), "--engine", engine, "--workers", "2"]) == 1
+        frame = pl.read_parquet(out / "detections" / "*.parquet").sort("sequence_id")
+        got[engine] = (frame, json.loads((out / "summary.json").read_text()))
+    (local, ls), (remote, rs) = got["local"], got["ray"]
+    assert local.height > 100 and local.drop("score").equals(remote.drop("score"))
+    assert (local["score"] - remote["score"]).abs().max() < 1e-6
+    assert ls["sessions_across_files"] == rs["sessions_across_files"] > 20
+    assert [f["path"] for f in rs["files_failed"]] == [files[-1]] and rs["files_scored"] == 3
+    assert [f["sequences"] for f in ls["per_file"]] == [f["sequences"] for f in rs["per_file"]]

@@ -55,6 +55,9 @@ def register(subparsers) -> None:
     rd.add_argument("--max-line-bytes", type=int, default=1 << 20, help="longer lines are cut (counted)")
     rd.add_argument("--max-open-sessions", type=int, default=100_000,
                     help="bound on open sessions; the least recently active is scored early (counted)")
+    rd.add_argument("--per-file-sessions", action="store_true",
+                    help="key sessions (--session-regex, HDFS blk_ ids) per file; default: one session per key "
+                    "across all the files, its lines in file order (spans name each file's range)")
     add_preprocessing_overrides(p, "preprocessing overrides (default: the run's, from its data manifest)")
     p.set_defaults(func=run)
 
@@ -64,11 +67,16 @@ def _table_row(d: dict[str, Any]) -> str:
     from logllm.follow import printable
 
     flag = "ANOMALY" if d["anomalous"] else "normal "
-    head = (f"{flag} {d['score']:.4f}  {printable(d['source'])}:{d['first_line']}-{d['last_line']}  "
-            f"({d['lines']} lines, {d['reason']})")
+    spans = d.get("spans") or [{"source": d["source"], "first_line": d["first_line"], "last_line": d["last_line"]}]
+    where = " + ".join(f"{printable(s['source'])}:{s['first_line']}-{s['last_line']}" for s in spans[:3])
+    if len(spans) > 3:
+        where += f" + {len(spans) - 3} more"
+    head = f"{flag} {d['score']:.4f}  {where}  ({d['lines']} lines, {d['reason']})"
     rows = [head]
+    several = len({s["source"] for s in spans}) > 1
     for t in d["top"]:
-        rows.append(f"    {t['line']:>8}  {t['contribution']:+.4f}  {printable(t['text'][:160])}")
+        line = f"{printable(t['source'])}:{t['line']}" if several and "source" in t else str(t["line"])
+        rows.append(f"    {line:>8}  {t['contribution']:+.4f}  {printable(t['text'][:160])}")
     return "\n".join(rows)
 
 
@@ -135,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         top_k=args.top_k, explain=args.explain, explain_by=args.explain_by,
         explain_repeats=args.explain_repeats, batch_size=args.batch_size,
         max_open_sessions=args.max_open_sessions, wall_clock_timeout=wall_clock,
+        per_file_sessions=args.per_file_sessions,
     )
     keep = _in_range(args.start_line, args.end_line)
     try:
@@ -167,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"logllm detect: {summary['lines_read']:,} lines read ({summary['lines_per_second']:,.0f} lines/s), "
           f"{summary['sequences_scored']:,} sequences scored, {summary['flagged']:,} flagged "
           f"(threshold {detector.threshold:.4g}), {written:,} written"
+          + (f", {summary['sessions_across_files']:,} sessions across files" if summary["sessions_across_files"] else "")
           + (f"; odd lines: {json.dumps(skipped)}" if skipped else ""), file=sys.stderr)
     log.debug("summary: %s", summary)
     return 0

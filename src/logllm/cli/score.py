@@ -13,9 +13,9 @@ def register(subparsers) -> None:
         "score",
         help="score many log files (plain or .gz; globs, folders) with a trained run; parquet out, on Ray or not",
         description="Read raw log files (files, globs or folders; plain or gzip), apply the run's own "
-        "preprocessing (as `logllm detect`: windows or sessions per file), score every sequence, and write "
-        "OUT/detections/part-NNNNN.parquet (one per input file; the columns of detect's JSON without 'top') "
-        "and OUT/summary.json. --engine ray runs the files as CPU tasks and the scoring in a pool of actors "
+        "preprocessing (as `logllm detect`: windows per file; key sessions joined across the files by their key), "
+        "score every sequence, and write OUT/detections/*.parquet (part-NNNNN: one per input file; "
+        "sessions-NNNNN for joined sessions; the columns of detect's JSON without 'top') and OUT/summary.json. --engine ray runs the files as CPU tasks and the scoring in a pool of actors "
         "on Ray Data (pip install 'logllm[scale]'); the output is the same. A file that cannot be read is "
         "named in the summary, the others are scored, and the exit code is 1.",
     )
@@ -35,7 +35,11 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="sequences per model call (speed only)")
     p.add_argument("--max-line-bytes", type=int, default=1 << 20, help="longer lines are cut (counted)")
     p.add_argument("--max-open-sessions", type=int, default=100_000,
-                   help="bound on open sessions per file; the least recently active is scored early (counted)")
+                   help="bound on open sessions (in-process: all files; Ray: per file, where it only splits a "
+                   "file's session parts); the least recently active is scored early (counted)")
+    p.add_argument("--per-file-sessions", action="store_true",
+                   help="key sessions (--session-regex, HDFS blk_ ids) per file; default: one session per key "
+                   "across all the files, as `logllm detect` builds it")
     add_preprocessing_overrides(p, "preprocessing overrides (default: the run's, from its data manifest; as in detect)")
     p.set_defaults(func=run)
 
@@ -47,12 +51,14 @@ def run(args: argparse.Namespace) -> int:
     options = ScoreOptions(engine=args.engine, workers=args.workers, address=args.address, threshold=args.threshold,
                            batch_size=args.batch_size, overrides={k: v for k, v in overrides.items() if v is not None},
                            max_line_bytes=args.max_line_bytes, max_open_sessions=args.max_open_sessions,
-                           overwrite=args.overwrite)
+                           overwrite=args.overwrite, per_file_sessions=args.per_file_sessions)
     s = score_archives(args.run, args.inputs, args.out, options)
     t = s.totals
     print(f"logllm score: {s.files_scored}/{s.files} files, {t['lines_read']:,} lines "
           f"({s.lines_per_second:,.0f} lines/s, {s.engine}), {t['sequences']:,} sequences, {s.flagged:,} flagged "
-          f"(threshold {s.threshold:.4g}) -> {args.out}", file=sys.stderr)
+          f"(threshold {s.threshold:.4g})"
+          + (f", {s.sessions_across_files:,} sessions across files" if s.session_scope == "across-files" else "")
+          + f" -> {args.out}", file=sys.stderr)
     for failed in s.files_failed:
         from logllm.follow import printable
 

@@ -14,7 +14,9 @@ from logllm.detect.detector import (
     Detector,
     DetectStats,
     ExplainWhich,
+    InputCounts,
     decode_line,
+    line_spans,
 )
 from logllm.detect.preprocess import (
     OVERRIDABLE,
@@ -42,6 +44,7 @@ __all__ = [
     "Detection",
     "Detector",
     "ExplainWhich",
+    "InputCounts",
     "ParsedBatch",
     "Preprocessor",
     "Reason",
@@ -54,5 +57,6 @@ __all__ = [
     "TimeWindowSequencer",
     "WindowSequencer",
     "decode_line",
+    "line_spans",
     "preprocessor_from_manifest",
 ]

@@ -26,7 +26,7 @@ import math
 import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -64,6 +64,8 @@ class Detection:
     top: list[dict[str, Any]] = field(default_factory=list)
     #: what the ``top`` lines' ``contribution`` means (the method's kind of explanation)
     explained_by: str = "leave-one-out"
+    #: every file and line range the sequence covers, in order (`line_spans`)
+    spans: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -78,14 +80,27 @@ class Detection:
         return json.dumps(self.to_dict(), ensure_ascii=False)
 
 
+def line_spans(lines: Iterable[tuple[str, int]]) -> list[dict[str, Any]]:
+    """``(source, line_number)`` pairs, in order -> ``{source, first_line, last_line}`` per run of one
+    source: every file and line range a sequence covers (one per file for a session joined across files)."""
+    spans: list[dict[str, Any]] = []
+    for source, number in lines:
+        if spans and spans[-1]["source"] == source and number >= spans[-1]["last_line"]:
+            spans[-1]["last_line"] = number
+        else:
+            spans.append({"source": source, "first_line": number, "last_line": number})
+    return spans
+
+
 # -- decoding --------------------------------------------------------------------------------------
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]")
 
 
 @dataclass
-class DetectStats:
-    """Counts over a whole run of `Detector`: what was read, skipped, scored and flagged."""
+class InputCounts:
+    """What reading, decoding, parsing and sequencing lines counted; the one definition of these counts,
+    shared by `detect`'s summary (`DetectStats`) and `score`'s per-file reports."""
 
     lines_read: int = 0
     lines_used: int = 0
@@ -95,9 +110,16 @@ class DetectStats:
     unparsed: int = 0
     unparsed_skipped: int = 0
     no_session_key: int = 0
+    evicted_sessions: int = 0
+
+
+@dataclass
+class DetectStats(InputCounts):
+    """Counts over a whole run of `Detector`: what was read, skipped, scored and flagged."""
+
     sequences_scored: int = 0
     flagged: int = 0
-    evicted_sessions: int = 0
+    sessions_across_files: int = 0  # key sessions whose lines lie in more than one file
     started: float = field(default_factory=time.monotonic)
 
     def summary(self) -> dict[str, Any]:
@@ -108,7 +130,7 @@ class DetectStats:
         return d
 
 
-def decode_line(data: bytes, stats: DetectStats) -> str:
+def decode_line(data: bytes, stats: InputCounts) -> str:
     """Bytes -> text, counting odd lines. Invalid UTF-8 is replaced (as `prepare` reads it); empty
     lines and binary junk are counted here and then go through the run's parser like any line, so
     that detection sees the same lines, and the same windows, as `prepare` did (with the format's
@@ -224,9 +246,11 @@ class Detector:
     @classmethod
     def from_run(cls, run_dir: str | Path, *, threshold: float | None = None,
                  overrides: dict[str, Any] | None = None, session_timeout: float | None = None,
-                 model: Any | None = None, **kwargs: Any) -> Detector:
+                 model: Any | None = None, per_file_sessions: bool = False, **kwargs: Any) -> Detector:
         """A detector for a run folder: its model, its data manifest's preprocessing (``overrides``
-        change options as `prepare`'s flags would), its threshold (unless ``threshold`` is given)."""
+        change options as `prepare`'s flags would), its threshold (unless ``threshold`` is given).
+        Key sessions are joined across the input files by their key; ``per_file_sessions``: one
+        session per file and key instead."""
         run_dir = Path(run_dir)
         if threshold is not None:
             _check_threshold(threshold, _probability_run(run_dir))  # before anything slow (the model loads last)
@@ -241,6 +265,7 @@ class Detector:
                               "train the run again or restore the file") from err
         preprocessor, policy = preprocessor_from_manifest(manifest, overrides, session_timeout,
                                                           where=str(manifest_path))
+        policy = replace(policy, across_files=not per_file_sessions)
         if threshold is None:
             from logllm.report import run_threshold
 
@@ -365,9 +390,10 @@ class Detector:
                                 "occurrences": seq.messages.count(line.message)})
             out.append(Detection(seq.source, seq.sequence_id, seq.first_line, seq.last_line, len(seq.lines),
                                  float(scores[i]), self.threshold, bool(flagged[i]), seq.reason, top,
-                                 self.explained_by))
+                                 self.explained_by, line_spans((ln.source, ln.line_number) for ln in seq.lines)))
         self.stats.sequences_scored += len(seqs)
         self.stats.flagged += int(flagged.sum())
+        self.stats.sessions_across_files += sum(1 for seq in seqs if seq.key and len({ln.source for ln in seq.lines}) > 1)
         return out
 
     def _line_scores(self, seqs: list[StreamSequence]) -> list[Any]:
@@ -390,7 +416,7 @@ class Detector:
             if not self.explain_repeats and line.message in seen:
                 continue
             seen.add(line.message)
-            top.append({"index": idx, "line": line.line_number, "contribution": float(values[idx]),
+            top.append({"index": idx, "source": line.source, "line": line.line_number, "contribution": float(values[idx]),
                         "text": line.raw, "message": line.message, "occurrences": seq.messages.count(line.message)})
             if len(top) == self.top_k:
                 break

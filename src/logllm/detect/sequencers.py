@@ -11,9 +11,10 @@ with ``--session-by file|dir``) is complete when its input ends: when the lines 
 file or folder (files read one after the other), after ``timeout`` idle seconds when set (following
 files that grow together), or at the end of input.
 
-Sequences never cross sources; after a rotation or a truncation (line numbers go back) the followed
-file is a new source generation. Memory stays bounded: at most ``ceil(window / step)`` open windows
-per source, at most ``max_open`` open sessions (the least recently active one is closed early; counted).
+Windows never cross sources (a rotated or truncated file is a new source generation); key sessions
+are joined across sources by key, in arrival order (file, then line), or kept per source. Memory
+stays bounded: at most ``ceil(window / step)`` open windows per source, at most ``max_open`` open
+sessions (the least recently active one is closed early; counted).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class StreamSequence:
     source: str
     lines: list[StreamLine]
     reason: Reason
+    key: str = ""  # the session key (key sessions only)
 
     @property
     def first_line(self) -> int:
@@ -209,12 +211,13 @@ class _Session:
 
 class SessionSequencer:
     """Sessions keyed by a regex match in the message content (every match; a line naming several
-    keys joins each session), per source, closed after ``timeout`` idle seconds, at ``max_lines``
-    lines, or at end of input; at most ``max_open`` open at once (least recently active closed first).
+    keys joins each session), closed after ``timeout`` idle seconds, at ``max_lines`` lines, or at
+    end of input; at most ``max_open`` open at once (least recently active closed first). One session
+    per key over all sources (``source``: the file of its first line), or per source and key.
     """
 
     def __init__(self, pattern: str, timeout: float | None = None, max_open: int = 100_000,
-                 max_lines: int = 10_000):
+                 max_lines: int = 10_000, across_sources: bool = True):
         try:
             self.regex = re.compile(pattern)
         except re.error as err:
@@ -224,6 +227,7 @@ class SessionSequencer:
         self.timeout = timeout
         self.max_open = max_open
         self.max_lines = max_lines
+        self.across_sources = across_sources
         self._open: OrderedDict[tuple[str, str], _Session] = OrderedDict()
         self._count: dict[tuple[str, str], int] = {}  # sessions closed per key (for unique ids)
         self._max_log: float | None = None
@@ -243,7 +247,16 @@ class SessionSequencer:
         name = s.key if n == 0 else f"{s.key}#{n + 1}"
         if len(self._count) > 4 * self.max_open:  # keep the id counters bounded too
             self._count.clear()
-        return StreamSequence(name, s.source, s.lines, reason)
+        return StreamSequence(name, s.lines[0].source, s.lines, reason, s.key)
+
+    def drop_source(self, source: str) -> int:
+        """Take the lines of ``source`` (a file that failed midway) out of the open sessions; returns how many."""
+        before = self.open_lines
+        for ident, s in list(self._open.items()):
+            s.lines = [line for line in s.lines if line.source != source]
+            if not s.lines:
+                del self._open[ident]
+        return before - self.open_lines
 
     def add(self, line: StreamLine, wall: float | None = None) -> list[StreamSequence]:
         out: list[StreamSequence] = []
@@ -255,7 +268,7 @@ class SessionSequencer:
             out += self.expire(self._max_log, None)
         now = time.monotonic() if wall is None else wall
         for key in line.keys:
-            ident = (line.source, key)
+            ident = ("", key) if self.across_sources else (line.source, key)
             s = self._open.get(ident)
             if s is None:
                 if len(self._open) >= self.max_open:
@@ -455,6 +468,7 @@ class SequencePolicy:
     session_timeout: float | None = None
     time_window: float | None = None
     session_by: Literal["file", "dir"] | None = None
+    across_files: bool = True  # key sessions joined across the input files (False: per file)
 
     def build(self, max_open_sessions: int = 100_000, max_session_lines: int = 10_000) -> Sequencer:
         """The sequencer for this policy (sessions bounded by ``max_open_sessions`` / ``max_session_lines``)."""
@@ -469,4 +483,5 @@ class SequencePolicy:
                                         max_open_sessions, max_session_lines)
         if not self.session_pattern:
             raise ConfigError("session windows need a session pattern (--session-pattern REGEX)")
-        return SessionSequencer(self.session_pattern, self.session_timeout, max_open_sessions, max_session_lines)
+        return SessionSequencer(self.session_pattern, self.session_timeout, max_open_sessions, max_session_lines,
+                                across_sources=self.across_files)

@@ -2,23 +2,28 @@
 
 Output folder::
 
-    OUT/detections/part-00000.parquet   the detections of input file 0 (one partition per file read;
-    OUT/detections/part-00001.parquet   `DETECTION_COLUMNS`, in the order the sequences complete)
-    OUT/summary.json                    counts, files failed, seconds (`ScoreSummary`)
+    OUT/detections/part-00000.parquet      the detections of input file 0 (one partition per file read;
+    OUT/detections/part-00001.parquet      `DETECTION_COLUMNS`, in the order the sequences complete)
+    OUT/detections/sessions-00000.parquet  instead, for key sessions joined across files: up to
+                                           ``PART_ROWS`` sessions each, in the order they complete
+    OUT/summary.json                       counts, files failed, seconds (`ScoreSummary`)
 
-Both engines run the same two functions (`file_sequences`, `RunScorer.score_rows`) and write through
-the same writer, so their outputs are the same. A file that cannot be read (missing by now, no
-permission, a truncated or corrupt gzip stream) is named in the summary with the error, its
-partial detections are not written, and the other files are scored.
+Both engines run the same functions (`file_sequences`, or `logllm.score.sessions` for joined
+sessions, and `RunScorer.score_rows`) and write through the same writer, so their outputs are the
+same rows. A file that cannot be read (missing by now, no permission, a truncated or corrupt gzip
+stream) is named in the summary with the error, its partial detections (or its lines in joined
+sessions) are left out, and the other files are scored. Every file is written to a temporary name
+and renamed, so a partition or summary is either whole or absent.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,12 +31,14 @@ from logllm.errors import ConfigError
 from logllm.score.inputs import expand_inputs
 from logllm.score.scorer import DETECTION_COLUMNS, RunScorer
 from logllm.score.sequences import FileReport, PreprocessPlan, file_sequences
+from logllm.score.sessions import joined_rows
 
 log = logging.getLogger(__name__)
 
 Engine = Literal["local", "ray"]
-COUNTS = ("lines_read", "lines_used", "sequences", "empty", "binary", "invalid_utf8", "unparsed",
-          "unparsed_skipped", "no_session_key", "evicted_sessions", "cut_lines", "unterminated")
+# The totals of the summary: every count of a `FileReport` (its one definition), summed over files.
+COUNTS = tuple(f.name for f in fields(FileReport) if f.type in ("int", int) and f.name != "file_index")
+PART_ROWS = 100_000  # joined sessions per parquet part
 
 
 @dataclass
@@ -58,6 +65,8 @@ class ScoreOptions:
     """Open sessions per file; past it the least recently active is scored early (counted)."""
     overwrite: bool = False
     """Replace the detections and summary of an earlier run in the output folder."""
+    per_file_sessions: bool = False
+    """Key sessions (a session regex) per file; default: joined across the files by their key."""
 
     def check(self) -> None:
         if self.engine not in ("local", "ray"):
@@ -88,6 +97,10 @@ class ScoreSummary:
     lines_per_second: float = 0.0
     hidden_skipped: int = 0
     duplicates: int = 0
+    session_scope: str = "per-file"
+    """``across-files``: key sessions joined across the files; ``per-file``: every sequence in one file."""
+    sessions_across_files: int = 0
+    partitions: list[str] = field(default_factory=list)
     per_file: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -103,33 +116,44 @@ def _prepare_out(out: Path, overwrite: bool) -> Path:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file; give a folder for the detections")
     parts.mkdir(parents=True, exist_ok=True)
-    for p in parts.glob("part-*.parquet"):
+    for p in parts.glob("*.parquet"):
         p.unlink()
     (out / "summary.json").unlink(missing_ok=True)
     return parts
 
 
-def _write_partition(parts: Path, file_index: int, rows: list[dict[str, Any]]) -> Path:
-    import polars as pl
-
-    schema = {"source": pl.String, "sequence_id": pl.String, "first_line": pl.Int64, "last_line": pl.Int64,
-              "lines": pl.Int64, "score": pl.Float64, "threshold": pl.Float64, "anomalous": pl.Boolean,
-              "reason": pl.String, "label": pl.String}
-    frame = pl.DataFrame([{k: r[k] for k in DETECTION_COLUMNS} for r in rows], schema=schema, orient="row")
-    path = parts / f"part-{file_index:05d}.parquet"
-    frame.write_parquet(path)
+def _write_atomic(path: Path, write: Any) -> Path:
+    """``write(tmp)`` then rename to ``path``: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
     return path
 
 
+def _write_partition(path: Path, rows: list[dict[str, Any]]) -> Path:
+    import polars as pl
+
+    span = pl.Struct({"source": pl.String, "first_line": pl.Int64, "last_line": pl.Int64})
+    schema = {"source": pl.String, "sequence_id": pl.String, "first_line": pl.Int64, "last_line": pl.Int64,
+              "lines": pl.Int64, "score": pl.Float64, "threshold": pl.Float64, "anomalous": pl.Boolean,
+              "reason": pl.String, "label": pl.String, "spans": pl.List(span)}
+    records = [{k: (json.loads(r[k] or "[]") if k == "spans" else r[k]) for k in DETECTION_COLUMNS} for r in rows]
+    frame = pl.DataFrame(records, schema=schema, orient="row")
+    return _write_atomic(path, frame.write_parquet)
+
+
 def _local_rows(files: list[str], plan: PreprocessPlan, scorer: RunScorer, rows_per_batch: int) -> Iterator[dict]:
-    for i, path in enumerate(files):
-        pending: list[dict[str, Any]] = []
-        for row in file_sequences(i, path, plan):
-            pending.append(row)
-            if len(pending) >= rows_per_batch:
-                yield from scorer.score_rows(pending)
-                pending = []
-        yield from scorer.score_rows(pending)
+    pending: list[dict[str, Any]] = []
+    if plan.joins_sessions:
+        rows = joined_rows(files, plan)
+    else:
+        rows = (row for i, path in enumerate(files) for row in file_sequences(i, path, plan))
+    for row in rows:
+        pending.append(row)
+        if len(pending) >= rows_per_batch or row["kind"] == "file":
+            yield from scorer.score_rows(pending)
+            pending = []
+    yield from scorer.score_rows(pending)
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:
@@ -161,7 +185,8 @@ def score_archives(run_dir: str | Path, inputs: list[str], out: str | Path,
     expanded = expand_inputs(inputs)
     manifest = read_manifest(run_dir)
     plan = PreprocessPlan(manifest, dict(options.overrides), str(run_dir / "data_manifest.json"),
-                          options.max_line_bytes, options.max_open_sessions)
+                          options.max_line_bytes, options.max_open_sessions,
+                          across_files=not options.per_file_sessions)
     check_preprocessing(plan)
     threshold = resolve_threshold(run_dir, options.threshold)
     parts = _prepare_out(out, options.overwrite)
@@ -178,7 +203,34 @@ def score_archives(run_dir: str | Path, inputs: list[str], out: str | Path,
     summary = ScoreSummary(str(run_dir), options.engine, options.workers if options.engine == "ray" else 1,
                            threshold, files=len(expanded.files), hidden_skipped=expanded.hidden_skipped,
                            duplicates=expanded.duplicates)
-    totals = dict.fromkeys(COUNTS, 0)
+    if plan.joins_sessions:
+        summary.session_scope = "across-files"
+        _write_joined(rows, parts, summary)
+    else:
+        _write_per_file(rows, parts, summary)
+    summary.partitions = [str(p.relative_to(out)) for p in sorted(parts.glob("*.parquet"))]
+    summary.seconds = round(time.monotonic() - started, 3)
+    summary.lines_per_second = round(summary.totals["lines_read"] / max(summary.seconds, 1e-9), 1)
+    _write_atomic(out / "summary.json", lambda p: p.write_text(json.dumps(summary.to_dict(), indent=2) + "\n"))
+    return summary
+
+
+def _file_done(summary: ScoreSummary, report: FileReport, entry: dict[str, Any]) -> None:
+    """Count a file's report into the summary (scored, or failed and named)."""
+    if report.error is None:
+        summary.files_scored += 1
+        for k in COUNTS:
+            summary.totals[k] = summary.totals.get(k, 0) + getattr(report, k)
+        log.info("%d/%d %s: %s lines, %s lines in sequences", summary.files_scored + len(summary.files_failed),
+                 summary.files, report.path, f"{report.lines_read:,}", f"{report.lines_used:,}")
+    else:
+        summary.files_failed.append({"path": report.path, "error": report.error, "lines_read": report.lines_read})
+    summary.per_file.append(entry)
+
+
+def _write_per_file(rows: Iterator[dict[str, Any]], parts: Path, summary: ScoreSummary) -> None:
+    """One partition per file, written when its file row arrives (its detections held until then)."""
+    summary.totals = dict.fromkeys(COUNTS, 0)
     pending: dict[int, list[dict[str, Any]]] = {}
     for row in rows:
         index = row["file_index"]
@@ -187,26 +239,53 @@ def score_archives(run_dir: str | Path, inputs: list[str], out: str | Path,
             continue
         report = FileReport.from_json(row["report"])
         detections = pending.pop(index, [])
-        entry = asdict(report)
+        entry = report.to_dict()
         if report.error is None:
-            entry["partition"] = str(_write_partition(parts, index, detections).relative_to(out))
+            path = _write_partition(parts / f"part-{index:05d}.parquet", detections)
+            entry["partition"] = f"{parts.name}/{path.name}"
             entry["flagged"] = sum(1 for d in detections if d["anomalous"])
-            summary.files_scored += 1
             summary.flagged += entry["flagged"]
-            for k in COUNTS:
-                totals[k] += getattr(report, k)
-            log.info("%d/%d %s: %s lines, %d sequences, %d flagged", summary.files_scored + len(summary.files_failed),
-                     summary.files, report.path, f"{report.lines_read:,}", report.sequences, entry["flagged"])
         else:
             entry["detections_dropped"] = len(detections)
-            summary.files_failed.append({"path": report.path, "error": report.error,
-                                         "lines_read": report.lines_read})
-        summary.per_file.append(entry)
-    summary.totals = totals
-    summary.seconds = round(time.monotonic() - started, 3)
-    summary.lines_per_second = round(totals["lines_read"] / max(summary.seconds, 1e-9), 1)
-    (out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
-    return summary
+        _file_done(summary, report, entry)
+
+
+def _write_joined(rows: Iterator[dict[str, Any]], parts: Path, summary: ScoreSummary) -> None:
+    """Joined sessions: parts of up to `PART_ROWS` rows, written as they fill; a session is counted
+    (``sequences``, ``flagged``) in the file of its first line."""
+    summary.totals = dict.fromkeys(COUNTS, 0)
+    buffer: list[dict[str, Any]] = []
+    written = 0
+    per_file: dict[int, list[int]] = {}  # file index -> [sessions, flagged]
+    reports: dict[int, tuple[FileReport, dict[str, Any]]] = {}
+    for row in rows:
+        if row["kind"] == "file":
+            report = FileReport.from_json(row["report"])
+            entry = report.to_dict()
+            if report.error is not None:
+                entry["lines_dropped"] = report.lines_used  # left out of every session still open
+            reports[report.file_index] = (report, entry)
+            continue
+        counts = per_file.setdefault(int(row["file_index"]), [0, 0])
+        counts[0] += 1
+        counts[1] += bool(row["anomalous"])
+        summary.flagged += bool(row["anomalous"])
+        if len({s["source"] for s in json.loads(row["spans"] or "[]")}) > 1:
+            summary.sessions_across_files += 1
+        buffer.append(row)
+        if len(buffer) >= PART_ROWS:
+            _write_partition(parts / f"sessions-{written:05d}.parquet", buffer)
+            written, buffer = written + 1, []
+    if buffer or not written:
+        _write_partition(parts / f"sessions-{written:05d}.parquet", buffer)
+    for index in sorted(reports):
+        report, entry = reports[index]
+        report.sequences = entry["sequences"] = per_file.get(index, [0, 0])[0]
+        entry["partition"] = None  # sessions are written to the sessions-NNNNN parts, not by file
+        entry["flagged"] = per_file.get(index, [0, 0])[1]
+        _file_done(summary, report, entry)
+    log.info("%d sessions, %d of them across files", sum(c[0] for c in per_file.values()),
+             summary.sessions_across_files)
 
 
 def check_preprocessing(plan: PreprocessPlan) -> None:

@@ -18,9 +18,10 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-# `logllm detect`'s JSON keys (`Detection.to_dict`), in that order, without the explanations (`top`).
+# `logllm detect`'s JSON keys (`Detection.to_dict`) without the explanations (`top`, `explained_by`);
+# ``spans`` (every file and line range of the sequence) last.
 DETECTION_COLUMNS = ("source", "sequence_id", "first_line", "last_line", "lines", "score", "threshold",
-                     "anomalous", "reason", "label")
+                     "anomalous", "reason", "label", "spans")
 
 
 class RunScorer:
@@ -70,7 +71,7 @@ class RunScorer:
             d = {"kind": r["kind"], "file_index": int(r["file_index"]), "source": r["source"],
                  "sequence_id": r["sequence_id"], "first_line": int(r["first_line"]),
                  "last_line": int(r["last_line"]), "lines": int(r["lines"]), "reason": r["reason"],
-                 "report": r["report"]}
+                 "spans": r.get("spans", ""), "report": r["report"]}
             if r["kind"] == "sequence":
                 score = float(next(scored))
                 anomalous = score >= self.threshold
