@@ -123,7 +123,8 @@ def file_sequences(file_index: int, path: str, plan: PreprocessPlan) -> Iterator
                 raw = batch[i]
                 line = StreamLine(raw.source, raw.line_number, texts[i], message, parsed.timestamp[i])
                 if sessions:
-                    line.keys = sequencer.keys(content)  # type: ignore[union-attr,arg-type]
+                    line.keys = (parsed.sessions[i] if parsed.sessions is not None
+                                 else sequencer.keys(content))  # type: ignore[union-attr,arg-type]
                     done += sequencer.add(line, now)  # type: ignore[call-arg]
                 else:
                     done += sequencer.add(line)  # type: ignore[call-arg]
