@@ -19,6 +19,8 @@ def add_preprocessing_overrides(parser: argparse.ArgumentParser, title: str) -> 
     pre.add_argument("--window", type=int, default=None)
     pre.add_argument("--step", type=int, default=None)
     pre.add_argument("--session-regex", default=None)
+    pre.add_argument("--session-field", default=None, metavar="KEY",
+                     help="json/logfmt/syslog runs: sessions by the value at this key (default: the run's)")
     pre.add_argument("--time-window", default=None)
     pre.add_argument("--timestamp-field", default=None)
     pre.add_argument("--timestamp-format", default=None)
@@ -29,7 +31,8 @@ def preprocessing_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The `prepare` options given on the command line by :func:`add_preprocessing_overrides` (None: not given)."""
     return {
         "format": args.log_format, "mask": args.mask, "on_unparsed": args.on_unparsed, "window": args.window,
-        "step": args.step, "session_regex": args.session_regex, "time_window": args.time_window,
+        "step": args.step, "session_regex": args.session_regex,
+        "session_field": args.session_field, "time_window": args.time_window,
         "timestamp_field": args.timestamp_field, "timestamp_format": args.timestamp_format,
         "max_line_chars": args.max_line_chars,
     }

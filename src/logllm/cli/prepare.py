@@ -58,6 +58,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--normal-value", action="append", default=None, metavar="VALUE",
                    help="label value meaning normal (repeatable; default '-')")
     p.add_argument("--session-regex", help="custom: sessions = distinct matches of this regex in the content")
+    p.add_argument("--session-field", metavar="KEY",
+                   help="json/logfmt/syslog: sessions = the value at this key (dotted for nested keys, e.g. "
+                        "ctx.request_id; syslog structured data as sd.ID.PARAM; a JSON array names several); "
+                        "records without it are in no session (counted). --labels is keyed by these values")
     p.add_argument("--window", type=int, help="fixed windows of this many lines (default 100 for windowed families)")
     p.add_argument("--step", type=int, help="lines between window starts (default = --window)")
     p.add_argument("--time-window", help="custom: time windows, e.g. 60s, 5m, 1h")
@@ -122,7 +126,8 @@ def options_from_args(args: argparse.Namespace) -> PrepareOptions:
         message_field=args.message_field, level_field=args.level_field, mask=args.mask,
         on_unparsed=args.on_unparsed or "keep", max_unparsed=max_unparsed, missing_labels=args.missing_labels, label_field=args.label_field,
         normal_values=tuple(args.normal_value) if args.normal_value else ("-",),
-        session_regex=args.session_regex, window=args.window, step=args.step, time_window=args.time_window,
+        session_regex=args.session_regex, session_field=args.session_field, window=args.window, step=args.step,
+        time_window=args.time_window,
         timestamp_field=args.timestamp_field, timestamp_format=args.timestamp_format, split=args.split,
         train_ratio=args.train_ratio, val_ratio=args.val_ratio, seed=args.seed, start_line=args.start_line,
         end_line=args.end_line, max_line_chars=args.max_line_chars, csv_splits=csv_splits,

@@ -29,7 +29,14 @@ from logllm.data.readers import LineChunk
 
 log = logging.getLogger(__name__)
 
-__all__ = ["session_ids"]
+__all__ = ["field_session_ids", "session_ids"]
+
+
+def field_session_ids(session: pl.Series) -> pl.DataFrame:
+    """The frame of :func:`session_ids` (``line``, ``sid``) from the session ids that each line's record
+    names (``--session-field``: a List(String) per line, empty where it names none)."""
+    return (pl.DataFrame({"line": np.arange(len(session), dtype=np.int64), "sid": session})
+            .explode("sid").drop_nulls("sid"))
 
 
 def session_ids(chunk: LineChunk, regex: str, line_content: Callable[[], pl.Series], *,

@@ -50,13 +50,15 @@ def parse_duration(text: str) -> float:
 def _structured_updates(o: PrepareOptions) -> dict[str, Any]:
     """Defaults and checks of the options of structured formats (json, logfmt, syslog)."""
     if not (o.is_structured or o.format == AUTO):
-        for name, value in (("--message-field", o.message_field), ("--level-field", o.level_field)):
-            if value:
+        for name, value in (("--message-field", o.message_field), ("--level-field", o.level_field),
+                            ("--session-field", o.session_field)):
+            if value is not None:
                 raise ConfigError(f"{name} {value!r} names a key of structured lines; it needs --format "
                                   f"json, logfmt, syslog or auto (not {o.format or 'the family format'!r})")
         return {}
     for name, value in (("--message-field", o.message_field), ("--level-field", o.level_field),
-                        ("--label-field", o.label_field), ("--timestamp-field", o.timestamp_field)):
+                        ("--label-field", o.label_field), ("--timestamp-field", o.timestamp_field),
+                        ("--session-field", o.session_field)):
         if value is not None and (not value.strip() or any(not part for part in value.split("."))):
             raise ConfigError(f"{name} {value!r} is not a key: use a key, or a dotted path such as log.msg")
     if o.format == "syslog":
@@ -73,9 +75,9 @@ def _check_session_by(o: PrepareOptions) -> None:
         raise ConfigError(f"--session-by {o.session_by!r}: choose one of {', '.join(SESSION_BY)}")
     if o.family == "hdfs":
         raise ConfigError("--session-by is for custom and the windowed families; hdfs sessions are block ids")
-    if o.session_regex or o.time_window:
-        raise ConfigError(f"--session-by {o.session_by} makes the sessions: drop --session-regex / --time-window "
-                          "(use --window N for windows inside each session)")
+    if o.session_regex or o.time_window or o.session_field:
+        raise ConfigError(f"--session-by {o.session_by} makes the sessions: drop --session-regex / --session-field / "
+                          "--time-window (use --window N for windows inside each session)")
     if o.start_line is not None or o.end_line is not None:
         raise ConfigError(f"--start-line/--end-line count lines over one stream; with --session-by {o.session_by} "
                           "choose the files or folders to read instead")
@@ -122,6 +124,9 @@ class PrepareOptions:
     normal_values: tuple[str, ...] = ("-",)
     #: sessions: a regex over the content; each distinct match in a line is a session id
     session_regex: str | None = None
+    #: json / logfmt / syslog: sessions by the value at this key (a dotted path reads nested objects);
+    #: a JSON array names several sessions (each distinct item), as a line matching a regex twice does
+    session_field: str | None = None
     #: fixed windows of ``window`` lines, every ``step`` lines
     window: int | None = None
     step: int | None = None
@@ -157,7 +162,7 @@ class PrepareOptions:
             return "csv"
         if self.session_by:
             return "files"
-        if self.family == "hdfs" or self.session_regex:
+        if self.family == "hdfs" or self.session_regex or self.session_field:
             return "sessions"
         if self.time_window:
             return "time_windows"
@@ -219,8 +224,12 @@ class PrepareOptions:
         fmt = o.log_format if text else None  # validates the format string
         updates: dict[str, Any] = {"format": fmt.text if fmt else o.format}
         updates.update(_structured_updates(o))
+        if o.session_field and o.session_regex:
+            raise ConfigError(f"--session-field {o.session_field!r} and --session-regex {o.session_regex!r} both name "
+                              "the sessions; pass one of them")
         if o.family == "hdfs":
-            updates.update(session_regex=o.session_regex or HDFS_SESSION_REGEX, label_rule=o.label_rule or "none")
+            updates.update(session_regex=None if o.session_field else (o.session_regex or HDFS_SESSION_REGEX),
+                           label_rule=o.label_rule or "none")
         elif o.family in WINDOWED_FAMILIES and text:
             updates.update(label_rule=o.label_rule or "first_token")
         elif o.family in WINDOWED_FAMILIES and o.format == AUTO:
@@ -240,14 +249,16 @@ class PrepareOptions:
             if fmt and o.label_field not in fmt.header_fields:
                 raise ConfigError(f"--label-field {o.label_field!r} is not a header field of --format "
                                   f"{fmt.text!r} (fields: {', '.join(fmt.header_fields)})")
-        if o.session_regex or o.family == "hdfs":
+        if updates.get("session_regex", o.session_regex):
             rx = updates.get("session_regex", o.session_regex)
             try:
                 re.compile(rx)
             except re.error as err:
                 raise ConfigError(f"--session-regex {rx!r} is not a valid regex: {err}") from err
+        if o.session_regex or o.family == "hdfs" or o.session_field:
             if o.window or o.time_window:
-                raise ConfigError("sessions (--session-regex / hdfs) cannot be combined with --window or --time-window")
+                raise ConfigError("sessions (--session-regex / --session-field / hdfs) cannot be combined with "
+                                  "--window or --time-window")
         if o.time_window:
             parse_duration(o.time_window)
             if o.window:
@@ -264,7 +275,8 @@ class PrepareOptions:
                 if name not in fmt.header_fields:
                     raise ConfigError(f"--timestamp-field {name!r} is not a header field of --format "
                                       f"{fmt.text!r} (fields: {', '.join(fmt.header_fields)})")
-        is_windows = not (updates.get("session_regex") or o.session_regex) and not o.time_window and not o.session_by
+        is_windows = (not (updates.get("session_regex") or o.session_regex or o.session_field) and not o.time_window
+                      and not o.session_by)
         for name, value in (("--window", o.window), ("--step", o.step)):
             if value is not None and value < 1:
                 raise ConfigError(f"{name} {value} must be a positive number of lines")
@@ -278,10 +290,11 @@ class PrepareOptions:
             updates.update(step=o.step or o.window)
         elif o.session_by and o.step:
             raise ConfigError(f"--step {o.step} needs --window (windows inside each --session-by {o.session_by} session)")
-        sessions = bool(updates.get("session_regex") or o.session_regex or o.session_by)
+        sessions = bool(updates.get("session_regex") or o.session_regex or o.session_field or o.session_by)
         if o.labels and not sessions:
             raise ConfigError(f"--labels {o.labels} labels sessions; windows take their labels from the lines "
-                              "(first token, or --label-field). Drop --labels or use --session-regex / --session-by")
+                              "(first token, or --label-field). Drop --labels or use --session-regex / --session-field / "
+                              "--session-by")
         default_split = "random" if sessions else "chronological"
         updates["split"] = o.split or default_split
         if updates["split"] not in ("random", "chronological"):

@@ -44,6 +44,8 @@ class ParsedBatch:
     #: Boolean: the line matches the family's format string but its fields are not what that
     #: family's logs hold (see ``LineParser(check_fields=True)``); None when not checked
     unlike_rows: pl.Series | None = None
+    #: List(String): the session ids of each line (``--session-field``, structured lines); None otherwise
+    session: pl.Series | None = None
     unparsed: int = 0
     skipped: int = 0
     truncated: int = 0

@@ -35,7 +35,7 @@ from logllm.data import file_sessions, linescan, threads
 from logllm.data.autodetect import resolve_format
 from logllm.data.checks import Counts, check_input
 from logllm.data.dataset import PreparedWriter
-from logllm.data.grouping import session_ids
+from logllm.data.grouping import field_session_ids, session_ids
 from logllm.data.labels_hadoop import read_session_labels
 from logllm.data.masking import mask_series
 from logllm.data.message_table import MessageTable
@@ -91,6 +91,7 @@ class _Preparer:
         self.sessions: list[pl.DataFrame] = []
         self.kept = 0
         self.no_session = 0
+        self.no_session_examples: list[str] = []  # file:line of the first lines in no session
         #: lines of the input in no sequence, by reason (for the summary and the warning)
         self.dropped: dict[str, int] = {}
         # Two helper threads, each started on first use and ended with run(): one reads the labels file
@@ -164,6 +165,8 @@ class _Preparer:
             c.bad_timestamps += batch.bad_timestamps
         if self.session_rx and sess is None:
             sess = session_ids(chunk, self.session_rx, lambda: batch.content)
+        elif o.session_field and batch.session is not None:
+            sess = field_session_ids(batch.session)
         if truncated is not None:
             idx = np.flatnonzero(truncated)
             c.truncated += len(idx)
@@ -207,7 +210,13 @@ class _Preparer:
             self.parts["timestamp"].append(kept(timestamp.to_numpy()))
         if sess is not None:
             rows = sess["line"].to_numpy()
-            self.no_session += int((kept(np.bincount(rows, minlength=n)) == 0).sum())
+            alone = np.bincount(rows, minlength=n) == 0  # lines that join no session
+            if keep is not None:
+                alone &= keep
+            self.no_session += int(alone.sum())
+            room = MAX_EXAMPLES - len(self.no_session_examples)
+            if room > 0 and alone.any():
+                self.no_session_examples += [self._where(chunk, int(i)) for i in np.flatnonzero(alone)[:room]]
             if keep is None:  # the global kept position of line i is self.kept + i
                 pos = rows.astype(np.int64)
                 pos += self.kept
@@ -326,6 +335,10 @@ class _Preparer:
         seqs = rows.group_by("sid", maintain_order=True).agg(SEQ_AGG)
         name = pl.format("blk_{}", "sid") if seqs["sid"].dtype == pl.Int64 else pl.col("sid")
         seqs = seqs.with_columns(name.alias("sequence_id")).drop("sid")
+        if len(seqs) == 0 and o.session_field:
+            raise DataError(f"--session-field {o.session_field!r}: no record of the {len(table):,} lines has that key "
+                            f"(first: {', '.join(self.no_session_examples)}); name a key the records hold "
+                            "(a dotted path for nested objects)")
         if len(seqs) == 0:
             raise DataError(f"the session regex {self.session_rx!r} matches nothing in the messages of "
                             f"{len(table):,} lines; check --session-regex (it is applied to <Content>)")
@@ -334,9 +347,13 @@ class _Preparer:
         seqs, missing = self._join_labels(seqs)
         splits, split_info = self._split(seqs.select(SEQUENCE_COLUMNS))
         extra = {"missing_labels": missing, "lines_without_session": self.no_session,
+                 "lines_without_session_examples": self.no_session_examples,
                  "session_memberships": len(rows), **split_info}
         if self.no_session:
             self.dropped["no_session"] = self.no_session
+            log.info("%s lines join no session (%s); first: %s", f"{self.no_session:,}",
+                     f"no key {o.session_field!r}" if o.session_field else f"no match of {self.session_rx!r}",
+                     ", ".join(self.no_session_examples))
         return splits, extra
 
     def _join_labels(self, seqs: pl.DataFrame) -> tuple[pl.DataFrame, dict]:

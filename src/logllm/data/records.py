@@ -9,7 +9,9 @@
 
 The message is the value at ``message_field`` (with the ``level_field`` value in front of it where
 one is named); the label the value at ``label_field``, compared with ``normal_values``; the time the
-value at ``timestamp_field`` (read only for time windows, or where the caller asks). The other keys
+value at ``timestamp_field`` (read only for time windows, or where the caller asks); the session ids the
+value at ``session_field`` (:func:`~logllm.data.structured.session_keys`, also for a record without a
+message; a line that is no record names none). The other keys
 of a record are not part of the message; :meth:`StructuredParser.record` gives a whole record.
 
 A line that is not a record (invalid JSON, not logfmt or syslog) or has no message follows
@@ -28,7 +30,7 @@ import polars as pl
 
 from logllm.data.options import PrepareOptions
 from logllm.data.parsing import LineParser, ParsedBatch, clip
-from logllm.data.structured import DEFAULT_MESSAGE_KEY, PARSERS, BadRecord, as_text, get_path
+from logllm.data.structured import DEFAULT_MESSAGE_KEY, PARSERS, BadRecord, as_text, get_path, session_keys
 from logllm.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,7 @@ class StructuredParser:
         self.message_key: str = key
         self.label_key = o.label_field if o.label_rule == "field" else None
         self.level_key = o.level_field
+        self.session_key = o.session_field
         want = bool(o.time_window) if timestamps is None else timestamps
         self.time_key = o.timestamp_field if want else None
         self.format_text = f"{o.format} (message key {self.message_key!r})"
@@ -115,12 +118,15 @@ class StructuredParser:
         labels: list[str | None] = []
         parsed: list[bool] = []
         times: list[Any] = []
+        sessions: list[list[str]] = []
         for i, line in enumerate(texts):
             try:
                 record: dict[str, Any] | None = self.read(line)
                 msg = get_path(record, self.message_key)
             except BadRecord:
                 record, msg = None, None
+            if self.session_key:
+                sessions.append(session_keys(record, self.session_key))
             if msg is None:
                 if o.on_unparsed == "fail":
                     num = int(line_numbers[i]) if line_numbers is not None else first_line + i
@@ -140,7 +146,10 @@ class StructuredParser:
             labels.append(as_text(get_path(record, self.label_key)) if self.label_key else None)
             parsed.append(True)
             times.append(get_path(record, self.time_key) if self.time_key else None)
-        return self._batch(content, labels, parsed, times, source, first_line, line_numbers)
+        batch = self._batch(content, labels, parsed, times, source, first_line, line_numbers)
+        if self.session_key:
+            batch.session = pl.Series("session", sessions, dtype=pl.List(pl.String))
+        return batch
 
     def _unparsed(self, line: str, record: dict[str, Any] | None) -> tuple[str, str | None]:
         """Content and label value of a kept line without a message: a record without its label key,

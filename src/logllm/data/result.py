@@ -48,6 +48,8 @@ class PrepareResult:
             lines.append(f"  {'none':<6} {'':>10} {'':>10} {'':>8} {total:>11,}  lines in no sequence "
                          f"({total / max(m['lines'], 1):.2%} of the input):")
             lines += [f"    {text}" for text in dropped_text(dropped, o)]
+            if m.get("lines_without_session_examples"):
+                lines.append(f"    first in no session: {', '.join(m['lines_without_session_examples'])}")
         unlabeled = sum(s.get("unlabeled", 0) for s in m["splits"].values())
         if unlabeled:
             lines.append(f"  unlabeled sequences: {unlabeled:,} (no label source; fine for detection, not for training)")
@@ -76,11 +78,13 @@ DROP_REASONS = {
     "missing_label": "are in sessions without a label, dropped (--missing-labels drop)",
     "between_windows": "are between windows (--step {step} > --window {window})",
 }
+NO_SESSION_KEY = "have no session key (--session-field {session_field!r})"
 
 
 def dropped_text(dropped: dict[str, int], options: dict) -> list[str]:
     """One line per reason: how many lines are in no sequence, and why (``options``: the run's options)."""
-    return [f"{n:,} " + DROP_REASONS.get(why, why).format(**options) for why, n in dropped.items()]
+    reasons = {**DROP_REASONS, "no_session": NO_SESSION_KEY} if options.get("session_field") else DROP_REASONS
+    return [f"{n:,} " + reasons.get(why, why).format(**options) for why, n in dropped.items()]
 
 
 def drop_unused_messages(texts: list[str], splits: dict[str, pl.DataFrame]) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:

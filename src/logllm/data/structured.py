@@ -69,6 +69,14 @@ def as_text(value: Any) -> str | None:
     return json.dumps(value, ensure_ascii=False)
 
 
+def session_keys(record: dict[str, Any] | None, path: str) -> list[str]:
+    """The session ids a record names at ``path`` (``--session-field``): its value as text, or each
+    distinct item of a JSON array, in order; empty where the key is absent, null or the empty string."""
+    value = None if record is None else get_path(record, path)
+    items = value if isinstance(value, list) else [value]
+    return list(dict.fromkeys(t for t in map(as_text, items) if t))
+
+
 # ---- JSON lines ---------------------------------------------------------------------------------
 def parse_json(line: str) -> dict[str, Any]:
     try:

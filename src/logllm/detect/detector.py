@@ -300,7 +300,8 @@ class Detector:
             raw = where[i]
             line = StreamLine(raw.source, raw.line_number, texts[i], message, parsed.timestamp[i])
             if sessions:
-                line.keys = self.sequencer.keys(content)  # type: ignore[union-attr,arg-type]
+                line.keys = (parsed.sessions[i] if parsed.sessions is not None
+                             else self.sequencer.keys(content))  # type: ignore[union-attr,arg-type]
                 done += self.sequencer.add(line, now)  # type: ignore[call-arg]
             elif timed:
                 done += self.sequencer.add(line, now)  # type: ignore[call-arg]

@@ -26,6 +26,8 @@ class ParsedBatch:
     content: list[str | None]
     timestamp: list[float | None]
     unparsed: int = 0  # lines that did not match the format (kept as content or skipped)
+    #: the session keys of each line read from its record (``session_field``); None: found by the sequencer
+    sessions: list[tuple[str, ...]] | None = None
 
 
 class Preprocessor(Protocol):
@@ -37,8 +39,9 @@ class Preprocessor(Protocol):
 
 
 # `prepare` options a user may change for detection (the same flags as `prepare`).
-OVERRIDABLE = ("format", "message_field", "level_field", "mask", "on_unparsed", "window", "step", "session_regex", "time_window",
-               "timestamp_field", "timestamp_format", "max_line_chars", "label_rule", "label_field")
+OVERRIDABLE = ("format", "message_field", "level_field", "mask", "on_unparsed", "window", "step", "session_regex",
+               "session_field", "time_window", "timestamp_field", "timestamp_format", "max_line_chars", "label_rule",
+               "label_field")
 
 # `prepare` options that describe the training data rather than how a line is read: detection sets
 # them to these values (a labels file labels the training sessions; the line range and the split
@@ -90,7 +93,8 @@ class RunPreprocessor:
             stamps = self._timestamps(series)
         else:
             stamps = [None] * len(lines)
-        return ParsedBatch(content, stamps, batch.unparsed)
+        sessions = None if batch.session is None else [tuple(keys) for keys in batch.session.to_list()]
+        return ParsedBatch(content, stamps, batch.unparsed, sessions)
 
     def _timestamps(self, series: Any) -> list[float | None]:
         import polars as pl
@@ -144,14 +148,21 @@ def preprocessor_from_manifest(manifest: dict[str, Any], overrides: dict[str, An
     if changes.get("format") and changes["format"] not in ("json", "logfmt", "syslog"):
         changes.setdefault("message_field", None)  # keys of the run's structured lines: not of text
         changes.setdefault("level_field", None)
+        if options.session_field and not any(changes.get(k) for k in ("session_regex", "window", "time_window")):
+            raise ConfigError(f"--log-format {changes['format']!r}: the run's sessions are the records' key "
+                              f"{options.session_field!r} ({where}), which text lines do not have; pass "
+                              "--session-regex, --window or --time-window too")
     if options.session_by and (changes.get("session_regex") or changes.get("time_window")):
         log.info("%s: --session-regex / --time-window given: sequences by them instead of by %s (the run's "
                  "--session-by)", where, options.session_by)
         options = replace(options, session_by=None)
-    if changes.get("session_regex"):
+    if changes.get("session_regex") or changes.get("session_field"):
         changes.update(window=None, step=None, time_window=None)
+        changes.setdefault("session_regex", None)  # one source of session ids: the regex or the key
+        changes.setdefault("session_field", None)
     elif changes.get("window") or changes.get("time_window"):
         changes.setdefault("session_regex", None)
+        changes.setdefault("session_field", None)
         if options.family == "hdfs":
             options = replace(options, family="custom", label_rule=options.label_rule)
     if changes.get("window") and "step" not in changes:
@@ -159,7 +170,8 @@ def preprocessor_from_manifest(manifest: dict[str, Any], overrides: dict[str, An
     options = replace(options, **changes).resolved()
     kind = options.sequence_kind
     if kind == "sessions":
-        policy = SequencePolicy("session", session_pattern=options.session_regex, session_timeout=session_timeout)
+        policy = SequencePolicy("session", session_pattern=options.session_regex, session_timeout=session_timeout,
+                                session_field=options.session_field)
     elif kind == "windows":
         policy = SequencePolicy("window", window=int(options.window), step=int(options.step))
     elif kind == "time_windows":

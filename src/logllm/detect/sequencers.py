@@ -214,12 +214,13 @@ class SessionSequencer:
     keys joins each session), closed after ``timeout`` idle seconds, at ``max_lines`` lines, or at
     end of input; at most ``max_open`` open at once (least recently active closed first). One session
     per key over all sources (``source``: the file of its first line), or per source and key.
+    ``pattern=None``: the caller sets each line's ``keys`` (a record's ``session_field``).
     """
 
-    def __init__(self, pattern: str, timeout: float | None = None, max_open: int = 100_000,
+    def __init__(self, pattern: str | None, timeout: float | None = None, max_open: int = 100_000,
                  max_lines: int = 10_000, across_sources: bool = True):
         try:
-            self.regex = re.compile(pattern)
+            self.regex = re.compile(pattern) if pattern is not None else None
         except re.error as err:
             raise ConfigError(f"session pattern {pattern!r} is not a valid regular expression: {err}") from err
         if timeout is not None and timeout <= 0:
@@ -237,6 +238,8 @@ class SessionSequencer:
 
     def keys(self, content: str) -> tuple[str, ...]:
         """The session keys of a line's content: whole matches, distinct, in order (`prepare`'s session ids)."""
+        if self.regex is None:
+            raise ConfigError("sessions keyed by a record field: the keys come with each line (ParsedBatch.sessions)")
         return tuple(dict.fromkeys(m.group(0) for m in self.regex.finditer(content)))
 
     def _close(self, ident: tuple[str, str], reason: Reason) -> StreamSequence:
@@ -469,6 +472,8 @@ class SequencePolicy:
     time_window: float | None = None
     session_by: Literal["file", "dir"] | None = None
     across_files: bool = True  # key sessions joined across the input files (False: per file)
+    #: sessions keyed by this record field (structured lines); the preprocessor reads the keys
+    session_field: str | None = None
 
     def build(self, max_open_sessions: int = 100_000, max_session_lines: int = 10_000) -> Sequencer:
         """The sequencer for this policy (sessions bounded by ``max_open_sessions`` / ``max_session_lines``)."""
@@ -481,7 +486,8 @@ class SequencePolicy:
                 raise ConfigError(f"file sessions need session_by 'file' or 'dir', got {self.session_by!r}")
             return FileSessionSequencer(self.session_by, self.window, self.step, self.session_timeout,
                                         max_open_sessions, max_session_lines)
-        if not self.session_pattern:
+        if not self.session_pattern and not self.session_field:
             raise ConfigError("session windows need a session pattern (--session-pattern REGEX)")
-        return SessionSequencer(self.session_pattern, self.session_timeout, max_open_sessions, max_session_lines,
+        pattern = None if self.session_field else self.session_pattern
+        return SessionSequencer(pattern, self.session_timeout, max_open_sessions, max_session_lines,
                                 across_sources=self.across_files)

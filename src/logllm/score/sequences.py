@@ -137,7 +137,9 @@ def file_lines(path: str, plan: PreprocessPlan, preprocessor: Preprocessor, repo
             for i, message, content in zip(keep, messages, contents):
                 raw = batch[i]
                 line = StreamLine(raw.source, raw.line_number, texts[i], message, parsed.timestamp[i])
-                if session_keys is not None:
+                if parsed.sessions is not None:  # a record's session field (structured formats)
+                    line.keys = parsed.sessions[i]
+                elif session_keys is not None:
                     line.keys = session_keys(content)  # type: ignore[arg-type]
                 lines.append(line)
             report.lines_used += len(lines)

@@ -8,7 +8,7 @@ for each group of ``epoch_groups(stage_index, epoch)``.
 Its parts live beside it in ``logllm.training``: ``sampling`` (which samples, in which order),
 ``optim`` (the optimizer and lr schedule the config names), ``precision`` (autocast),
 ``early_stop`` and ``checkpoint`` (checkpoint folders: writing, reading, checks), ``distributed``
-(several processes). Over 500 lines because one optimiser step (its micro-batches dealt out to the
+(several processes), ``estimate`` (the early estimate of the training time, per stage). Over 500 lines because one optimiser step (its micro-batches dealt out to the
 processes, losses weighted by their share of the step, checkpoint and resume of that position) is
 read here in one place. Resume is exact:
 
@@ -60,6 +60,7 @@ from logllm.training.checkpoint import (
     write_checkpoint,
 )
 from logllm.training.distributed import SINGLE, DistContext
+from logllm.training.estimate import DurationEstimator, StageCost
 from logllm.training.optim import build_optimizer, unfreeze_stage
 from logllm.training.precision import resolve_autocast
 from logllm.training.sampling import length_key, step_groups, training_samples
@@ -104,6 +105,7 @@ class Trainer:
         model_cls: Any | None = None,
         progress: bool = True,
         dist: DistContext | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ):
         from logllm.model.build import pin_decoder_source
 
@@ -116,6 +118,9 @@ class Trainer:
         self.dist = dist or SINGLE
         """This process among the training processes (``distributed.start``); one process by default."""
         self.progress = progress and self.dist.is_main
+        self.clock = clock
+        """Times the steps for the duration estimate (``training.estimate``); a parameter for tests."""
+        self._estimator: DurationEstimator | None = None
         if model_cls is None:
             from logllm.model.logllm import LogLLM as model_cls
         self.model_cls = model_cls
@@ -337,6 +342,8 @@ class Trainer:
                 self.start_stage(stage)
                 self._log({"event": "stage_start", "stage": stage.name, "step": st.global_step})
             total = self.steps_in_stage(st.stage_index)
+            estimator = self.duration_estimator()
+            estimator.stage_begins(st.stage_index, st.stage_step)
             bar = tqdm(total=total, initial=st.stage_step, desc=f"stage {stage.name}", disable=not self.progress,
                        dynamic_ncols=True, leave=True)
             try:
@@ -357,6 +364,10 @@ class Trainer:
                                    "epoch": st.epoch, "loss": loss, "lr": lr, "elapsed": round(elapsed, 3)})
                         bar.update(1)
                         bar.set_postfix(loss=f"{loss:.4f}")
+                        estimate = estimator.step_done(st.stage_step, st.global_step)
+                        if estimate is not None and self.dist.is_main:
+                            log.info("%s", estimate.text())
+                            self._log(estimate.record())
                         epoch_end = st.group == len(groups)
                         if early_stop.check_due(self.config, st, self.val is not None, epoch_end):
                             self._validation_check(stage.name)
@@ -379,6 +390,14 @@ class Trainer:
             st.epoch = st.group = st.stage_step = 0
             self.save_checkpoint(f"stage-{stage.name}")
         return True
+
+    def duration_estimator(self) -> DurationEstimator:
+        """The run's :class:`~logllm.training.estimate.DurationEstimator` (one per trainer, on ``clock``)."""
+        if self._estimator is None:
+            self._estimator = DurationEstimator(
+                [StageCost(s.name, 0 if s.skip else self.steps_in_stage(i), "encoder" in s.trainable)
+                 for i, s in enumerate(self.config.stages)], clock=self.clock)
+        return self._estimator
 
     @property
     def autocast_name(self) -> str:
