@@ -100,3 +100,50 @@ def _write_tiny_config(root: Path, extra: str = "") -> Path:
 def write_tiny_config():
     """The function that writes a tiny TOML config (see ``_write_tiny_config``)."""
     return _write_tiny_config
+
+
+def _hdfs_as(lines: list[str], fmt: str) -> list[str]:
+    """HDFS text lines written as structured lines of ``fmt`` (json, logfmt or syslog): the message
+    (``msg``; syslog's MSG) is the line's ``<Content>``, the block id it names is the key ``block``
+    (syslog: RFC 5424 structured data ``[hdfs@32473 block="..."]``, key ``sd.hdfs@32473.block``);
+    a line naming no block has no such key, one naming several has a JSON array (json only)."""
+    import json
+
+    import polars as pl
+
+    from logllm.data.formats import FAMILY_FORMATS, LogFormat
+    from logllm.data.options import HDFS_SESSION_REGEX
+
+    fields = LogFormat.parse(FAMILY_FORMATS["hdfs"]).extract(
+        pl.Series(lines), ["Date", "Time", "Pid", "Level", "Component", "Content"])
+    ids = pl.Series(lines).str.extract_all(HDFS_SESSION_REGEX).list.unique(maintain_order=True).to_list()
+    severity = {"INFO": 6, "WARN": 4, "ERROR": 3}
+    out = []
+    for row, blocks in zip(fields.iter_rows(named=True), ids):
+        if fmt != "json" and len(blocks) > 1:
+            raise ValueError(f"a line names {len(blocks)} blocks: only JSON holds several ({row['Content']!r})")
+        if fmt == "json":
+            record = {"date": row["Date"], "time": row["Time"], "pid": int(row["Pid"]), "level": row["Level"],
+                      "component": row["Component"], "msg": row["Content"]}
+            if blocks:
+                record["block"] = blocks[0] if len(blocks) == 1 else blocks
+            out.append(json.dumps(record))
+        elif fmt == "logfmt":
+            block = f" block={blocks[0]}" if blocks else ""
+            out.append(f"date={row['Date']} time={row['Time']} pid={row['Pid']} level={row['Level']} "
+                       f"component={row['Component']} msg={json.dumps(row['Content'])}{block}")
+        elif fmt == "syslog":
+            d, t = row["Date"], row["Time"]
+            stamp = f"20{d[:2]}-{d[2:4]}-{d[4:]}T{t[:2]}:{t[2:4]}:{t[4:]}Z"
+            sd = f'[hdfs@32473 block="{blocks[0]}"]' if blocks else "-"
+            out.append(f"<{8 + severity[row['Level']]}>1 {stamp} - {row['Component']} {row['Pid']} - {sd} "
+                       f"{row['Content']}")
+        else:
+            raise ValueError(f"no such structured format {fmt!r}")
+    return out
+
+
+@pytest.fixture(scope="session")
+def hdfs_as():
+    """The function that writes HDFS text lines as json, logfmt or syslog lines (see ``_hdfs_as``)."""
+    return _hdfs_as

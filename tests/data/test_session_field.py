@@ -8,14 +8,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import pytest
 import torch
 
 from logllm.cli import main
 from logllm.data.dataset import PreparedData
-from logllm.data.formats import FAMILY_FORMATS, LogFormat
-from logllm.data.options import HDFS_SESSION_REGEX, PrepareOptions
+from logllm.data.formats import FAMILY_FORMATS
+from logllm.data.options import PrepareOptions
 from logllm.data.prepare import prepare
 from logllm.detect import Detector
 from logllm.errors import ConfigError, DataError
@@ -36,28 +35,21 @@ def sessions_of(root: Path) -> dict[str, tuple[str, int | None, list[int], list[
 
 
 @pytest.fixture(scope="module")
-def hdfs_slice(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The first lines of HDFS_2pct as text and as JSON lines whose ``block`` holds the line's block id
-    (a list where a line names several, left out where it names none)."""
+def hdfs_slice(shared_data: Path, tmp_path_factory: pytest.TempPathFactory, hdfs_as) -> dict[str, Path]:
+    """The first lines of HDFS_2pct as text, and as JSON lines, logfmt and RFC 5424 syslog whose key
+    ``block`` (syslog: ``sd.hdfs@32473.block``) holds the line's block id (JSON: a list where a line
+    names several; left out where it names none)."""
     folder = tmp_path_factory.mktemp("hdfs_json")
     src = shared_data / "HDFS_2pct"
     with open(src / "HDFS_2pct.log") as fh:
         lines = [next(fh).rstrip("\n") for _ in range(SLICE_LINES)]
     text = folder / "hdfs.log"
     text.write_text("".join(line + "\n" for line in lines))
-    fields = LogFormat.parse(FAMILY_FORMATS["hdfs"]).extract(pl.Series(lines), ["Date", "Time", "Pid", "Level",
-                                                                               "Component", "Content"])
-    ids = pl.Series(lines).str.extract_all(HDFS_SESSION_REGEX).list.unique(maintain_order=True).to_list()
-    records = []
-    for row, blocks in zip(fields.iter_rows(named=True), ids):
-        record = {"date": row["Date"], "time": row["Time"], "pid": int(row["Pid"]), "level": row["Level"],
-                  "component": row["Component"], "msg": row["Content"]}
-        if blocks:
-            record["block"] = blocks[0] if len(blocks) == 1 else blocks
-        records.append(json.dumps(record))
-    jsonl = folder / "hdfs.jsonl"
-    jsonl.write_text("".join(r + "\n" for r in records))
-    return {"text": text, "json": jsonl, "labels": src / "anomaly_label.csv"}
+    out = {"text": text, "labels": src / "anomaly_label.csv"}
+    for fmt, name in (("json", "hdfs.jsonl"), ("logfmt", "hdfs.logfmt"), ("syslog", "hdfs.syslog")):
+        out[fmt] = folder / name
+        out[fmt].write_text("".join(r + "\n" for r in hdfs_as(lines, fmt)))
+    return out
 
 
 def test_json_sessions_by_field_equal_the_text_sessions_by_regex(hdfs_slice: dict[str, Path], tmp_path: Path) -> None:
@@ -78,6 +70,36 @@ def test_json_sessions_by_field_equal_the_text_sessions_by_regex(hdfs_slice: dic
     assert m["options"]["session_field"] == "block" and m["options"]["session_regex"] is None
     assert m["lines_without_session"] == text.manifest["lines_without_session"]
     assert m["session_memberships"] == text.manifest["session_memberships"]
+
+
+@pytest.mark.parametrize(("fmt", "key"), [("logfmt", "block"), ("syslog", "sd.hdfs@32473.block")])
+def test_logfmt_and_syslog_sessions_by_field_equal_the_json_sessions(hdfs_slice: dict[str, Path], hdfs_as,
+                                                                      tmp_path: Path, fmt: str, key: str) -> None:
+    """The same HDFS lines as logfmt (``block=...``) and as RFC 5424 syslog (``[hdfs@32473 block="..."]``,
+    the message in MSG) prepare to the sessions of the JSON lines: ids, splits, labels, lines, messages.
+    Two lines naming no block (quotes, ``=`` and ``]`` in the message) are in no session in each."""
+    lines = hdfs_slice["text"].read_text().splitlines()
+    no_block = '081109 204005 35 INFO dfs.FSNamesystem: BLOCK* heartbeat: "dn=10.251.73.220:50010" [ok] x=1'
+    lines[10:10] = [no_block]
+    lines[2000:2000] = [no_block.replace("35", "36")]
+
+    def prepared(name: str, **fields: str):
+        path = tmp_path / f"hdfs.{name}"
+        path.write_text("".join(r + "\n" for r in hdfs_as(lines, name)))
+        return prepare(PrepareOptions(family="hdfs", format=name, inputs=(str(path),), val_ratio=0.1,
+                                      labels=str(hdfs_slice["labels"]), **fields), tmp_path / name)
+
+    want = prepared("json", message_field="msg", session_field="block")
+    got = prepared(fmt, session_field=key, **({"message_field": "msg"} if fmt == "logfmt" else {}))
+    expected = sessions_of(want.out)
+    assert len(expected) > 100 and any(v[1] == 1 for v in expected.values())
+    assert sessions_of(got.out) == expected
+    m, w = got.manifest, want.manifest
+    assert m["options"]["session_field"] == key and m["options"]["format"] == fmt
+    assert m["unparsed_lines"] == w["unparsed_lines"] == 0
+    assert m["lines_without_session"] == w["lines_without_session"] == 2
+    assert m["lines_without_session_examples"] == [f"{tmp_path / f'hdfs.{fmt}'}:{n}" for n in (11, 2001)]
+    assert m["session_memberships"] == w["session_memberships"]
 
 
 def test_records_without_the_key_are_counted_with_file_and_line(tmp_path: Path) -> None:

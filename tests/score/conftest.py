@@ -102,3 +102,32 @@ def hdfs_run(tmp_path_factory: pytest.TempPathFactory, shared_data: Path, tb_run
     (run / "threshold.json").write_text(json.dumps({"threshold": 0.5}))
     (run / "data_manifest.json").write_text(json.dumps(PreparedData(root / "prepared").manifest))
     return {"run": run, "parts": parts, "whole": whole, "bad": bad}
+
+
+@pytest.fixture(scope="session")
+def hdfs_json_run(tmp_path_factory: pytest.TempPathFactory, shared_data: Path, hdfs_run: dict, hdfs_as) -> dict:
+    """``{"run", "parts": [2 files], "whole"}``: the 3,000 lines of ``hdfs_run`` as JSON lines whose key
+    ``block`` holds the block id (``hdfs_as``), cut into two files of 1,500 lines (many blocks' lines lie
+    in both; the first ends with 3 lines in no session: no key, an empty key, no JSON), and a run prepared with ``--format json --session-field block`` that holds ``hdfs_run``'s
+    model (the same weights, so its sessions score as the text run's)."""
+    import shutil
+
+    from logllm.data.dataset import PreparedData
+    from logllm.data.prepare import PrepareOptions, prepare
+
+    root = tmp_path_factory.mktemp("hdfs_json_run")
+    records = [r + "\n" for r in hdfs_as(hdfs_run["whole"].read_text().splitlines(), "json")]
+    whole = root / "whole.jsonl"
+    whole.write_text("".join(records))
+    parts = [root / "hdfs.0.jsonl", root / "hdfs.1.jsonl"]
+    no_key = ['{"msg": "heartbeat from 10.251.73.220"}\n', '{"msg": "heartbeat", "block": ""}\n', "{not json\n"]
+    parts[0].write_text("".join(records[:1500] + no_key))
+    parts[1].write_text("".join(records[1500:]))
+    prepare(PrepareOptions(family="hdfs", format="json", message_field="msg", session_field="block",
+                           inputs=(str(whole),), train_ratio=0.5,
+                           labels=str(shared_data / "HDFS_2pct" / "anomaly_label.csv")), root / "prepared")
+    run = root / "run"
+    shutil.copytree(hdfs_run["run"] / "model", run / "model")
+    (run / "threshold.json").write_text(json.dumps({"threshold": 0.5}))
+    (run / "data_manifest.json").write_text(json.dumps(PreparedData(root / "prepared").manifest))
+    return {"run": run, "parts": parts, "whole": whole}

@@ -128,3 +128,52 @@ def test_file_report_counts_are_detects_counts():
     assert set(keys) == {"file_index", "path", "lines_read", "lines_used", "sequences", "empty", "binary",
                          "invalid_utf8", "unparsed", "unparsed_skipped", "no_session_key", "evicted_sessions",
                          "cut_lines", "unterminated", "seconds", "error"}
+
+
+def test_session_field_run_scores_as_detect_across_files(hdfs_json_run, hdfs_run, tmp_path):
+    """A run prepared with ``--format json --session-field block``: `score` (in-process) gives detect's
+    sessions, spans and scores on the JSON lines cut into two files; they are the sessions of the same
+    lines as text sessioned by the ``blk_`` regex (same model: same scores), joined across the files."""
+    run, parts, whole = hdfs_json_run["run"], hdfs_json_run["parts"], hdfs_json_run["whole"]
+    want = detect(run, parts, tmp_path / "parts.jsonl")
+    got, summary = score(run, parts, tmp_path / "scored")
+    assert_same(got, want)
+    joined = {sid for sid, d in want.items() if len({s["source"] for s in d["spans"]}) > 1}
+    assert len(joined) > 20 and summary["sessions_across_files"] == len(joined)
+    assert summary["session_scope"] == "across-files" and summary["totals"]["sequences"] == len(want)
+    assert [(f["no_session_key"], f["unparsed"]) for f in summary["per_file"]] == [(3, 1), (0, 0)]
+    assert summary["totals"]["lines_read"] == 3003
+    # One file of JSON lines: detect's sessions again, and those of the text run (regex) on the same lines.
+    one, _ = score(run, [whole], tmp_path / "whole")
+    assert_same(one, detect(run, [whole], tmp_path / "whole.jsonl"))
+    text = detect(hdfs_run["run"], [hdfs_run["whole"]], tmp_path / "text.jsonl")
+    assert one.keys() == text.keys() == want.keys()
+    offset = {str(parts[0]): 0, str(parts[1]): 1500}
+    for sid, t in text.items():
+        o, d = one[sid], want[sid]
+        assert (o["first_line"], o["last_line"], o["lines"], o["reason"]) == (
+            t["first_line"], t["last_line"], t["lines"], t["reason"]), sid
+        assert o["score"] == pytest.approx(t["score"], abs=1e-6) and d["score"] == pytest.approx(t["score"], abs=1e-6)
+        first, last = d["spans"][0], d["spans"][-1]
+        assert (offset[first["source"]] + first["first_line"], offset[last["source"]] + last["last_line"]) == (
+            t["first_line"], t["last_line"]), sid
+    # Per file (an option): a joined block is one session in each of its files, as detect makes them.
+    per_file, s2 = score(run, parts, tmp_path / "per_file", "--per-file-sessions")
+    assert s2["totals"]["sequences"] == len(want) + len(joined)
+    out = tmp_path / "per_file.jsonl"
+    assert main(["-q", "detect", str(run), *map(str, parts), "--out", str(out), "--explain", "none",
+                 "--per-file-sessions"]) == 0
+    by_file = {(r["source"], r["sequence_id"]): r for r in map(json.loads, out.read_text().splitlines())}
+    frame = pl.read_parquet(tmp_path / "per_file" / "detections" / "*.parquet").to_dicts()
+    assert {(r["source"], r["sequence_id"]) for r in frame} == set(by_file) and len(by_file) == len(frame)
+    for r in frame:
+        w = by_file[(r["source"], r["sequence_id"])]
+        assert (r["first_line"], r["last_line"], r["lines"]) == (w["first_line"], w["last_line"], w["lines"])
+        assert r["score"] == pytest.approx(w["score"], abs=1e-6)
+    # A joined session's spans are its per-file sessions' line ranges, in file order.
+    for sid, d in want.items():
+        assert d["spans"] == [{"source": str(p), "first_line": by_file[(str(p), sid)]["first_line"],
+                               "last_line": by_file[(str(p), sid)]["last_line"]}
+                              for p in parts if (str(p), sid) in by_file], sid
+        assert d["lines"] == sum(by_file[(str(p), sid)]["lines"] for p in parts if (str(p), sid) in by_file)
+
