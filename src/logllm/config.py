@@ -94,6 +94,7 @@ AUTOCAST_CHOICES: tuple[str | None, ...] = (None, "bfloat16", "auto")
 OPTIMIZER_NAMES: tuple[str, ...] = ("adamw",)
 """Values of ``TrainConfig.optimizer`` (built in ``logllm.training.optim``)."""
 SCHEDULER_NAMES: tuple[str, ...] = ("step",)
+DISTINCT_WEIGHTS: tuple[str, ...] = ("count", "sqrt", "one")
 """Values of ``TrainConfig.scheduler`` (built in ``logllm.training.optim``)."""
 
 
@@ -134,6 +135,10 @@ class TrainConfig:
     """Train on each distinct (sequence, label) pair of the oversampled training set once per epoch,
     its loss weighted by how often the pair occurs, instead of on every repeat (masked logs repeat whole
     sequences: HDFS_2pct's 11,457 oversampled samples are 1,242 pairs). ``max_samples`` then counts pairs."""
+    distinct_weight: str = "count"
+    """With ``distinct_samples``, the loss weight of a pair (``DISTINCT_WEIGHTS``): "count" (how often it
+    occurs: the expected loss of training on every repeat), "sqrt" (its square root: rare patterns count
+    more, frequent ones less) or "one" (every distinct pair alike)."""
     autocast: str | None = None
     """Mixed precision for training's forward passes: "bfloat16" runs them under ``torch.autocast``
     (matmuls in bfloat16; weights, gradients and AdamW stay float32), "auto" does so on a CPU that
@@ -180,6 +185,8 @@ class TrainConfig:
             raise ConfigError(f"optimizer={self.optimizer!r} is not an optimizer; use one of {list(OPTIMIZER_NAMES)}")
         if self.scheduler not in SCHEDULER_NAMES:
             raise ConfigError(f"scheduler={self.scheduler!r} is not a scheduler; use one of {list(SCHEDULER_NAMES)}")
+        if self.distinct_weight not in DISTINCT_WEIGHTS:
+            raise ConfigError(f"distinct_weight={self.distinct_weight!r} must be one of {list(DISTINCT_WEIGHTS)}")
         if self.autocast not in AUTOCAST_CHOICES:
             raise ConfigError(f"autocast={self.autocast!r} must be \"none\", \"bfloat16\" or \"auto\"")
         if not 0 <= self.beta < 1:

@@ -86,3 +86,26 @@ def test_distinct_samples_is_off_unless_asked():
     from logllm.config import TrainConfig, preset
 
     assert TrainConfig().distinct_samples is False and preset("small").distinct_samples is False
+
+
+def test_distinct_weight_count_sqrt_one_and_bad_value():
+    import dataclasses
+
+    import pytest
+
+    from logllm.config import preset
+    from logllm.errors import ConfigError
+    from logllm.training.sampling import training_samples
+
+    ids = [[1, 2], [1, 2], [1, 2], [3], [3], [4]]
+    labels = np.array([0, 0, 0, 0, 0, 1])
+    base = dataclasses.replace(preset("small"), distinct_samples=True, beta=0.0)
+    got = {}
+    for rule in ("count", "sqrt", "one"):
+        samples, weight, _ = training_samples(ids, labels, dataclasses.replace(base, distinct_weight=rule).validate())
+        got[rule] = [float(weight[i]) for i in samples.tolist()]
+    assert got["count"] == [3.0, 2.0, 1.0]
+    assert got["sqrt"] == pytest.approx([3 ** 0.5, 2 ** 0.5, 1.0])
+    assert got["one"] == [1.0, 1.0, 1.0]
+    with pytest.raises(ConfigError, match="distinct_weight"):
+        dataclasses.replace(base, distinct_weight="log").validate()

@@ -23,7 +23,7 @@ def training_samples(ids: list[list[int]], labels: np.ndarray,
     with ``distinct_samples`` (else None), and the oversampling report.
 
     With ``distinct_samples`` each distinct (sequence, label) pair is one sample, weighted by how often
-    it occurs among the oversampled samples. Whole sequences are compared: a sequence longer than
+    it occurs among the oversampled samples (``distinct_weight``: that count, its square root, or 1). Whole sequences are compared: a sequence longer than
     ``max_messages`` trains on one of its windows, chosen by the model at each step
     (`logllm.scoring.training_windows`), so two long sequences that share their first windows differ."""
     samples, report = oversample(labels, config.beta, config.seed)
@@ -32,7 +32,7 @@ def training_samples(ids: list[list[int]], labels: np.ndarray,
     keys = [(tuple(s), int(y)) for s, y in zip(ids, labels, strict=True)]
     samples, counts = distinct_samples(samples, keys)
     weight = np.zeros(len(ids))
-    weight[samples] = counts
+    weight[samples] = {"count": counts, "sqrt": np.sqrt(counts), "one": np.ones_like(counts)}[config.distinct_weight]
     return samples, weight, report
 
 
