@@ -37,14 +37,21 @@ def assert_same(got: dict, want: dict) -> None:
         assert g["score"] == pytest.approx(w["score"], abs=1e-6), sid
 
 
-def test_sessions_across_files_equal_detect_and_one_file(hdfs_run, tmp_path):
-    run, parts, whole = hdfs_run["run"], hdfs_run["parts"], hdfs_run["whole"]
+def score_equals_detect_across_files(run, parts, tmp_path) -> tuple[dict, dict, set]:
+    """`score` on ``parts`` gives `detect`'s sequences; more than 20 of them join lines of several files,
+    and the summary counts them. Returns detect's sequences, score's summary and the joined ids."""
     want = detect(run, parts, tmp_path / "parts.jsonl")
     got, summary = score(run, parts, tmp_path / "scored")
     assert_same(got, want)
     joined = {sid for sid, d in want.items() if len({s["source"] for s in d["spans"]}) > 1}
     assert len(joined) > 20 and summary["sessions_across_files"] == len(joined)
     assert summary["session_scope"] == "across-files" and summary["totals"]["sequences"] == len(want)
+    return want, summary, joined
+
+
+def test_sessions_across_files_equal_detect_and_one_file(hdfs_run, tmp_path):
+    run, parts, whole = hdfs_run["run"], hdfs_run["parts"], hdfs_run["whole"]
+    want, summary, joined = score_equals_detect_across_files(run, parts, tmp_path)
     assert [f["sequences"] for f in summary["per_file"]] == [
         sum(d["source"] == str(p) for d in want.values()) for p in parts]
     # The same lines in one file: the same sessions (same content, same score); the spans map onto its lines.
@@ -135,12 +142,7 @@ def test_session_field_run_scores_as_detect_across_files(hdfs_json_run, hdfs_run
     sessions, spans and scores on the JSON lines cut into two files; they are the sessions of the same
     lines as text sessioned by the ``blk_`` regex (same model: same scores), joined across the files."""
     run, parts, whole = hdfs_json_run["run"], hdfs_json_run["parts"], hdfs_json_run["whole"]
-    want = detect(run, parts, tmp_path / "parts.jsonl")
-    got, summary = score(run, parts, tmp_path / "scored")
-    assert_same(got, want)
-    joined = {sid for sid, d in want.items() if len({s["source"] for s in d["spans"]}) > 1}
-    assert len(joined) > 20 and summary["sessions_across_files"] == len(joined)
-    assert summary["session_scope"] == "across-files" and summary["totals"]["sequences"] == len(want)
+    want, summary, joined = score_equals_detect_across_files(run, parts, tmp_path)
     assert [(f["no_session_key"], f["unparsed"]) for f in summary["per_file"]] == [(3, 1), (0, 0)]
     assert summary["totals"]["lines_read"] == 3003
     # One file of JSON lines: detect's sessions again, and those of the text run (regex) on the same lines.
