@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from logllm.errors import ConfigError
+
 
 def add_preprocessing_overrides(parser: argparse.ArgumentParser, title: str) -> None:
     """The options that change the run's preprocessing (default: the run's, from its data manifest)."""
@@ -36,3 +38,15 @@ def preprocessing_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "timestamp_field": args.timestamp_field, "timestamp_format": args.timestamp_format,
         "max_line_chars": args.max_line_chars,
     }
+
+
+def method_params(items: list[str]) -> dict[str, dict[str, str]]:
+    """``--set METHOD.PARAM=VALUE`` options (bench, experiment) as {method: {param: value}}."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        method, dot, name = key.partition(".")
+        if not sep or not dot or not method.strip() or not name.strip():
+            raise ConfigError(f"--set {item!r}: expected METHOD.PARAM=VALUE, e.g. logrobust.epochs=10")
+        out.setdefault(method.strip(), {})[name.strip()] = value.strip()
+    return out

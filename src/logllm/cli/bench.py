@@ -7,6 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from logllm.cli._shared import method_params
 from logllm.errors import ConfigError
 
 
@@ -18,17 +19,6 @@ def _seeds(text: str) -> list[int]:
     if not seeds:
         raise ConfigError("--seeds: give at least one seed, e.g. 0,1,2")
     return seeds
-
-
-def _params(items: list[str]) -> dict[str, dict[str, str]]:
-    out: dict[str, dict[str, str]] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        method, dot, name = key.partition(".")
-        if not sep or not dot or not method or not name:
-            raise ConfigError(f"--set {item!r}: expected METHOD.PARAM=VALUE, e.g. logrobust.epochs=10")
-        out.setdefault(method.strip(), {})[name.strip()] = value.strip()
-    return out
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -79,7 +69,7 @@ def _run(args: argparse.Namespace) -> int:
             check_run_data(run, data, allow_other_data=args.allow_other_data, command="bench")
     out = args.out or Path(f"bench_{args.data.resolve().name}")
     table = run_bench(
-        args.data, methods=args.methods, seeds=_seeds(args.seeds), out=out, params=_params(args.params),
+        args.data, methods=args.methods, seeds=_seeds(args.seeds), out=out, params=method_params(args.params),
         threads=args.threads, semi_val=args.semi_val,
         drain=DrainConfig(depth=args.drain_depth, sim_th=args.drain_sim_th),
         logllm_runs=args.logllm_runs, pooling=args.pooling, command="logllm " + shlex.join(sys.argv[1:]),

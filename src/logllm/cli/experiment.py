@@ -7,6 +7,7 @@ import argparse
 import shlex
 from pathlib import Path
 
+from logllm.cli._shared import method_params
 from logllm.errors import ConfigError
 
 #: `logllm.experiment.plan.TABLES` (repeated so that `logllm --help` stays light)
@@ -21,17 +22,6 @@ def _list(text: str, option: str, kind=str) -> tuple:
     if not values:
         raise ConfigError(f"{option} {text!r}: give at least one value")
     return values
-
-
-def _params(items: list[str]) -> dict[str, dict[str, str]]:
-    out: dict[str, dict[str, str]] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        method, dot, name = key.partition(".")
-        if not sep or not dot or not method.strip() or not name.strip():
-            raise ConfigError(f"--set {item!r}: expected METHOD.PARAM=VALUE, e.g. logrobust.epochs=10")
-        out.setdefault(method.strip(), {})[name.strip()] = value.strip()
-    return out
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -100,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
             stages=defaults.stages if args.stages is None else _list(args.stages, "--stages"),
             betas=defaults.betas if args.betas is None else _list(args.betas, "--betas", float),
             ratios=defaults.ratios if args.ratios is None else _list(args.ratios, "--ratios", float),
-            holdout_templates=args.holdout_templates, params=_params(args.params), threads=args.threads,
+            holdout_templates=args.holdout_templates, params=method_params(args.params), threads=args.threads,
         )
         result = run_experiment(tables, options, args.out, command=_command(args))
         print(f"{result.planned} cells: {result.already_done} already finished, {result.ran} run now")
