@@ -50,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "recorded in train_log.jsonl)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--dist-timeout", type=float, default=None, metavar="SECONDS",
-                   help="launched as several processes (accelerate launch, torchrun; docs/scale.md): how long a "
+                   help="launched as several processes (accelerate launch, torchrun; docs/distributed.md): how long a "
                         "process waits for the others before it stops with an error (default 1800)")
     m = p.add_argument_group("bench methods (--method NAME other than logllm)")
     m.add_argument("--set", dest="params", action="append", default=[], metavar="PARAM=VALUE",

@@ -1,6 +1,6 @@
 """Data-parallel training: which process this is, and what the training processes exchange.
 
-``logllm train`` runs as N processes when a launcher starts it so (docs/scale.md):
+``logllm train`` runs as N processes when a launcher starts it so (docs/distributed.md):
 
     accelerate launch --multi_gpu --num_processes N -m logllm train ...   # torchrun underneath
     torchrun --nproc_per_node N -m logllm train ...
@@ -107,7 +107,7 @@ def launched_world_size() -> int:
             "`accelerate launch --cpu --num_processes N` started a single process: accelerate starts several "
             "CPU processes only through MPI (--mpirun_hostfile). On CPUs launch with `accelerate launch "
             "--multi_gpu --num_processes N -m logllm train ...` (torchrun; logllm uses gloo when there is no "
-            "GPU) or `torchrun --nproc_per_node N -m logllm train ...`; see docs/scale.md")
+            "GPU) or `torchrun --nproc_per_node N -m logllm train ...`; see docs/distributed.md")
     return 1
 
 
@@ -126,7 +126,7 @@ def start(*, cpu: bool, timeout_s: float = DEFAULT_TIMEOUT_S) -> DistContext:
         if os.environ.get(var, "").lower() in ("true", "1"):
             raise ConfigError(f"the launcher asks for {what} ({var}={os.environ[var]}); logllm trains data-parallel "
                               "with the whole model in every process and does not shard it. Launch with a "
-                              "MULTI_GPU accelerate config (docs/scale.md)")
+                              "MULTI_GPU accelerate config (docs/distributed.md)")
     local_rank = _env_int("LOCAL_RANK") or 0
     if not cpu:
         if local_rank >= torch.cuda.device_count():
