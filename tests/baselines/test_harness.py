@@ -139,6 +139,10 @@ def test_cli_bench(tiny_prepared: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert "unknown method 'nosuch'" in capsys.readouterr().err
     assert main(["bench", "--data", str(tiny_prepared), "--set", "oops"]) == 2
     assert main(["bench", "--data", str(tmp_path / "missing"), "--methods", "knn"]) == 2
+    assert main(["bench", "--data", str(tiny_prepared), "--methods", "knn", "--seeds", "0,x"]) == 2
+    assert "--seeds '0,x': expected a comma list of numbers" in capsys.readouterr().err
+    assert main(["bench", "--data", str(tiny_prepared), "--methods", "knn", "--seeds", ","]) == 2
+    assert "--seeds ',': give at least one value" in capsys.readouterr().err
 
 
 def test_a_logllm_run_folder_joins_the_table(tiny_prepared: Path, tmp_path: Path) -> None:

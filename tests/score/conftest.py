@@ -34,13 +34,25 @@ def _tiny_encoder(folder: Path) -> Path:
     return folder
 
 
+def _untrained_run(run: Path, encoder: Path, prepared: Path) -> Path:
+    """A run folder of an untrained tiny model (``encoder`` + a 1-layer tiny-llama) on ``prepared``,
+    threshold 0.5: what `detect` and `score` need to read it."""
+    from logllm.data.dataset import PreparedData
+    from logllm.model.config import ModelConfig
+    from logllm.model.logllm import LogLLM
+
+    config = ModelConfig(encoder=str(encoder), decoder="tiny-llama", decoder_layers=1, decoder_width=32,
+                         decoder_heads=2, device="cpu")
+    LogLLM.build(config, seed=0).save_pretrained(run / "model")
+    (run / "threshold.json").write_text(json.dumps({"threshold": 0.5}))
+    (run / "data_manifest.json").write_text(json.dumps(PreparedData(prepared).manifest))
+    return run
+
+
 @pytest.fixture(scope="session")
 def tb_run(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> dict:
     """``{"run", "logs": [tb_a.log, tb_b.log], "gz": tb_b.log.gz, "root"}``: a run with 100-line windows."""
-    from logllm.data.dataset import PreparedData
     from logllm.data.prepare import PrepareOptions, prepare
-    from logllm.model.config import ModelConfig
-    from logllm.model.logllm import LogLLM
 
     root = tmp_path_factory.mktemp("score_run")
     logs = []
@@ -53,12 +65,7 @@ def tb_run(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> dict:
     gz.write_bytes(gzip.compress(logs[1].read_bytes()))
     prepare(PrepareOptions(family="thunderbird", inputs=(str(logs[0]),), window=100, train_ratio=0.5),
             root / "prepared")
-    run = root / "run"
-    config = ModelConfig(encoder=str(_tiny_encoder(root / "encoder")), decoder="tiny-llama", decoder_layers=1,
-                         decoder_width=32, decoder_heads=2, device="cpu")
-    LogLLM.build(config, seed=0).save_pretrained(run / "model")
-    (run / "threshold.json").write_text(json.dumps({"threshold": 0.5}))
-    (run / "data_manifest.json").write_text(json.dumps(PreparedData(root / "prepared").manifest))
+    run = _untrained_run(root / "run", _tiny_encoder(root / "encoder"), root / "prepared")
     return {"run": run, "logs": logs, "gz": gz, "root": root}
 
 
@@ -76,10 +83,7 @@ def hdfs_run(tmp_path_factory: pytest.TempPathFactory, shared_data: Path, tb_run
     """``{"run", "parts": [3 files], "whole": the same lines in one file, "bad": a truncated .gz}``: the
     first 3,000 lines of HDFS_2pct cut into three files of 1,000 lines (most blocks' lines lie in two or
     three of them), and a tiny untrained run prepared on them (sessions by ``blk_`` id)."""
-    from logllm.data.dataset import PreparedData
     from logllm.data.prepare import PrepareOptions, prepare
-    from logllm.model.config import ModelConfig
-    from logllm.model.logllm import LogLLM
 
     root = tmp_path_factory.mktemp("hdfs_run")
     with open(shared_data / "HDFS_2pct" / "HDFS_2pct.log", "rb") as f:
@@ -95,12 +99,7 @@ def hdfs_run(tmp_path_factory: pytest.TempPathFactory, shared_data: Path, tb_run
     bad.write_bytes(data[: len(data) // 2])
     prepare(PrepareOptions(family="hdfs", inputs=(str(whole),), train_ratio=0.5,
                            labels=str(shared_data / "HDFS_2pct" / "anomaly_label.csv")), root / "prepared")
-    run = root / "run"
-    config = ModelConfig(encoder=str(tb_run["root"] / "encoder"), decoder="tiny-llama", decoder_layers=1,
-                         decoder_width=32, decoder_heads=2, device="cpu")
-    LogLLM.build(config, seed=0).save_pretrained(run / "model")
-    (run / "threshold.json").write_text(json.dumps({"threshold": 0.5}))
-    (run / "data_manifest.json").write_text(json.dumps(PreparedData(root / "prepared").manifest))
+    run = _untrained_run(root / "run", tb_run["root"] / "encoder", root / "prepared")
     return {"run": run, "parts": parts, "whole": whole, "bad": bad}
 
 

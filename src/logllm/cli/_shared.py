@@ -1,4 +1,5 @@
-"""Options that several subcommands share (`detect`, `score`): the run's preprocessing, overridden.
+"""Options that several subcommands share: the run's preprocessing, overridden (`detect`, `score`), comma
+lists and ``--set METHOD.PARAM=VALUE`` (`bench`, `experiment`).
 
 The file name starts with an underscore only so that the CLI does not take it for a subcommand.
 """
@@ -50,3 +51,15 @@ def method_params(items: list[str]) -> dict[str, dict[str, str]]:
             raise ConfigError(f"--set {item!r}: expected METHOD.PARAM=VALUE, e.g. logrobust.epochs=10")
         out.setdefault(method.strip(), {})[name.strip()] = value.strip()
     return out
+
+
+def comma_list(text: str, option: str, kind: Any = str) -> tuple:
+    """``0,1,2`` -> ``(0, 1, 2)`` with each value made by ``kind``; empty items are left out. A value
+    ``kind`` refuses, or no value at all, is a ConfigError naming ``option`` and ``text``."""
+    try:
+        values = tuple(kind(v.strip()) for v in text.split(",") if v.strip())
+    except ValueError as err:
+        raise ConfigError(f"{option} {text!r}: expected a comma list of numbers, e.g. 0,1,2") from err
+    if not values:
+        raise ConfigError(f"{option} {text!r}: give at least one value")
+    return values

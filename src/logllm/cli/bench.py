@@ -7,18 +7,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from logllm.cli._shared import method_params
+from logllm.cli._shared import comma_list, method_params
 from logllm.errors import ConfigError
-
-
-def _seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError as err:
-        raise ConfigError(f"--seeds {text!r}: expected a comma list of integers, e.g. 0,1,2") from err
-    if not seeds:
-        raise ConfigError("--seeds: give at least one seed, e.g. 0,1,2")
-    return seeds
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -69,7 +59,7 @@ def _run(args: argparse.Namespace) -> int:
             check_run_data(run, data, allow_other_data=args.allow_other_data, command="bench")
     out = args.out or Path(f"bench_{args.data.resolve().name}")
     table = run_bench(
-        args.data, methods=args.methods, seeds=_seeds(args.seeds), out=out, params=method_params(args.params),
+        args.data, methods=args.methods, seeds=list(comma_list(args.seeds, "--seeds", int)), out=out, params=method_params(args.params),
         threads=args.threads, semi_val=args.semi_val,
         drain=DrainConfig(depth=args.drain_depth, sim_th=args.drain_sim_th),
         logllm_runs=args.logllm_runs, pooling=args.pooling, command="logllm " + shlex.join(sys.argv[1:]),

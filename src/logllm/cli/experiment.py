@@ -7,21 +7,11 @@ import argparse
 import shlex
 from pathlib import Path
 
-from logllm.cli._shared import method_params
+from logllm.cli._shared import comma_list, method_params
 from logllm.errors import ConfigError
 
 #: `logllm.experiment.plan.TABLES` (repeated so that `logllm --help` stays light)
 TABLES = ("baselines", "cost", "inputs", "stages", "beta", "unstable")
-
-
-def _list(text: str, option: str, kind=str) -> tuple:
-    try:
-        values = tuple(kind(v.strip()) for v in text.split(",") if v.strip())
-    except ValueError as err:
-        raise ConfigError(f"{option} {text!r}: expected a comma list of numbers, e.g. 0,1,2") from err
-    if not values:
-        raise ConfigError(f"{option} {text!r}: give at least one value")
-    return values
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -84,12 +74,12 @@ def run(args: argparse.Namespace) -> int:
         defaults = ExperimentOptions(data={})
         options = ExperimentOptions(
             data=parse_data_specs(args.data), raw_data=parse_data_specs(args.raw_data, "--raw-data"),
-            seeds=_list(args.seeds, "--seeds", int), config=args.config,
-            methods=None if args.methods is None else _list(args.methods, "--methods"),
-            inputs=defaults.inputs if args.inputs is None else _list(args.inputs, "--inputs"),
-            stages=defaults.stages if args.stages is None else _list(args.stages, "--stages"),
-            betas=defaults.betas if args.betas is None else _list(args.betas, "--betas", float),
-            ratios=defaults.ratios if args.ratios is None else _list(args.ratios, "--ratios", float),
+            seeds=comma_list(args.seeds, "--seeds", int), config=args.config,
+            methods=None if args.methods is None else comma_list(args.methods, "--methods"),
+            inputs=defaults.inputs if args.inputs is None else comma_list(args.inputs, "--inputs"),
+            stages=defaults.stages if args.stages is None else comma_list(args.stages, "--stages"),
+            betas=defaults.betas if args.betas is None else comma_list(args.betas, "--betas", float),
+            ratios=defaults.ratios if args.ratios is None else comma_list(args.ratios, "--ratios", float),
             holdout_templates=args.holdout_templates, params=method_params(args.params), threads=args.threads,
         )
         result = run_experiment(tables, options, args.out, command=_command(args))
