@@ -124,3 +124,19 @@ def test_missing_model_is_a_config_error(tmp_path) -> None:
     config = ModelConfig(encoder=str(tmp_path / "nowhere"), device="cpu")
     with pytest.raises(ConfigError, match="nowhere"):
         LogLLM.build(config)
+
+
+def test_decoder_variant_files_resolve() -> None:
+    """The config files behind docs/model.md's decoder table stay valid configs of the small preset."""
+    from pathlib import Path
+
+    from logllm.config import resolve_config
+
+    folder = Path(__file__).resolve().parents[2] / "benchmarks" / "decoder_variants"
+    files = sorted(folder.glob("*.toml"))
+    assert len(files) >= 5
+    configs = {f.stem: resolve_config(None, f) for f in files}
+    assert all(c.preset == "small" for c in configs.values())
+    one = configs["lora_distinct_one"]
+    assert one.distinct_samples and one.distinct_weight == "one"
+    assert (one.stages[-1].name, one.stages[-1].epochs, one.stages[-1].max_samples) == ("3", 3, None)

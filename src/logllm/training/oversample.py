@@ -89,7 +89,6 @@ def distinct_samples(samples: np.ndarray, keys: list[tuple]) -> tuple[np.ndarray
         first.setdefault(key, i)
         counts[key] = counts.get(key, 0) + 1
     order = sorted(first, key=first.__getitem__)
-    log.info("distinct samples: %d samples are %d distinct (sequence, label) pairs, each weighted by its count",
-             len(samples), len(order))
+    log.info("distinct samples: %d samples are %d distinct (sequence, label) pairs", len(samples), len(order))
     return (np.asarray([first[k] for k in order], dtype=samples.dtype),
             np.asarray([counts[k] for k in order], dtype=np.float64))

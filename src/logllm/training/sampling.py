@@ -6,6 +6,7 @@ sampler's position as (stage, epoch, optimiser step within the epoch) to resume 
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 
@@ -13,6 +14,8 @@ import numpy as np
 
 from logllm.config import TrainConfig
 from logllm.training.oversample import OversampleReport, distinct_samples, oversample
+
+log = logging.getLogger(__name__)
 
 LengthKey = Callable[[int], tuple[int, int, list[int]]]
 
@@ -23,8 +26,8 @@ def training_samples(ids: list[list[int]], labels: np.ndarray,
     with ``distinct_samples`` (else None), and the oversampling report.
 
     With ``distinct_samples`` each distinct (sequence, label) pair is one sample, weighted by how often
-    it occurs among the oversampled samples (``distinct_weight``: that count, its square root, or 1). Whole sequences are compared: a sequence longer than
-    ``max_messages`` trains on one of its windows, chosen by the model at each step
+    it occurs among the oversampled samples (``distinct_weight``: that count, its square root, or 1). Whole
+    sequences are compared: a sequence longer than ``max_messages`` trains on one of its windows, chosen by the model at each step
     (`logllm.scoring.training_windows`), so two long sequences that share their first windows differ."""
     samples, report = oversample(labels, config.beta, config.seed)
     if not config.distinct_samples or len(samples) == 0:
@@ -33,6 +36,8 @@ def training_samples(ids: list[list[int]], labels: np.ndarray,
     samples, counts = distinct_samples(samples, keys)
     weight = np.zeros(len(ids))
     weight[samples] = {"count": counts, "sqrt": np.sqrt(counts), "one": np.ones_like(counts)}[config.distinct_weight]
+    rule = {"count": "its count", "sqrt": "the square root of its count", "one": "1"}[config.distinct_weight]
+    log.info("distinct samples: the loss weight of a pair is %s (distinct_weight=%s)", rule, config.distinct_weight)
     return samples, weight, report
 
 
