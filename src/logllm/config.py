@@ -94,8 +94,9 @@ AUTOCAST_CHOICES: tuple[str | None, ...] = (None, "bfloat16", "auto")
 OPTIMIZER_NAMES: tuple[str, ...] = ("adamw",)
 """Values of ``TrainConfig.optimizer`` (built in ``logllm.training.optim``)."""
 SCHEDULER_NAMES: tuple[str, ...] = ("step",)
-DISTINCT_WEIGHTS: tuple[str, ...] = ("count", "sqrt", "one")
 """Values of ``TrainConfig.scheduler`` (built in ``logllm.training.optim``)."""
+DISTINCT_WEIGHTS: tuple[str, ...] = ("count", "sqrt", "one")
+"""Values of ``TrainConfig.distinct_weight`` (applied in ``logllm.training.sampling``)."""
 
 
 @dataclass

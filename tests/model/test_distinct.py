@@ -107,5 +107,9 @@ def test_distinct_weight_count_sqrt_one_and_bad_value():
     assert got["count"] == [3.0, 2.0, 1.0]
     assert got["sqrt"] == pytest.approx([3 ** 0.5, 2 ** 0.5, 1.0])
     assert got["one"] == [1.0, 1.0, 1.0]
+    from logllm.config import DISTINCT_WEIGHTS
+    from logllm.training.sampling import PAIR_WEIGHTS
+
+    assert tuple(PAIR_WEIGHTS) == DISTINCT_WEIGHTS  # every accepted value has its rule
     with pytest.raises(ConfigError, match="distinct_weight"):
         dataclasses.replace(base, distinct_weight="log").validate()

@@ -59,7 +59,8 @@ def _run(args: argparse.Namespace) -> int:
             check_run_data(run, data, allow_other_data=args.allow_other_data, command="bench")
     out = args.out or Path(f"bench_{args.data.resolve().name}")
     table = run_bench(
-        args.data, methods=args.methods, seeds=list(comma_list(args.seeds, "--seeds", int)), out=out, params=method_params(args.params),
+        args.data, methods=args.methods, seeds=list(comma_list(args.seeds, "--seeds", int)), out=out,
+        params=method_params(args.params),
         threads=args.threads, semi_val=args.semi_val,
         drain=DrainConfig(depth=args.drain_depth, sim_th=args.drain_sim_th),
         logllm_runs=args.logllm_runs, pooling=args.pooling, command="logllm " + shlex.join(sys.argv[1:]),

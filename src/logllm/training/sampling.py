@@ -19,6 +19,13 @@ log = logging.getLogger(__name__)
 
 LengthKey = Callable[[int], tuple[int, int, list[int]]]
 
+#: ``TrainConfig.distinct_weight`` -> (what the log calls it, the pair weights from the pair counts)
+PAIR_WEIGHTS: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
+    "count": ("its count", lambda counts: counts),
+    "sqrt": ("the square root of its count", np.sqrt),
+    "one": ("1", np.ones_like),
+}
+
 
 def training_samples(ids: list[list[int]], labels: np.ndarray,
                      config: TrainConfig) -> tuple[np.ndarray, np.ndarray | None, OversampleReport]:
@@ -26,17 +33,18 @@ def training_samples(ids: list[list[int]], labels: np.ndarray,
     with ``distinct_samples`` (else None), and the oversampling report.
 
     With ``distinct_samples`` each distinct (sequence, label) pair is one sample, weighted by how often
-    it occurs among the oversampled samples (``distinct_weight``: that count, its square root, or 1). Whole
-    sequences are compared: a sequence longer than ``max_messages`` trains on one of its windows, chosen by the model at each step
-    (`logllm.scoring.training_windows`), so two long sequences that share their first windows differ."""
+    it occurs among the oversampled samples (``distinct_weight``: that count, its square root, or 1;
+    `PAIR_WEIGHTS`). Whole sequences are compared: a sequence longer than ``max_messages`` trains on one
+    of its windows, chosen by the model at each step (`logllm.scoring.training_windows`), so two long
+    sequences that share their first windows differ."""
     samples, report = oversample(labels, config.beta, config.seed)
     if not config.distinct_samples or len(samples) == 0:
         return samples, None, report
     keys = [(tuple(s), int(y)) for s, y in zip(ids, labels, strict=True)]
     samples, counts = distinct_samples(samples, keys)
     weight = np.zeros(len(ids))
-    weight[samples] = {"count": counts, "sqrt": np.sqrt(counts), "one": np.ones_like(counts)}[config.distinct_weight]
-    rule = {"count": "its count", "sqrt": "the square root of its count", "one": "1"}[config.distinct_weight]
+    rule, weigh = PAIR_WEIGHTS[config.distinct_weight]
+    weight[samples] = weigh(counts)
     log.info("distinct samples: the loss weight of a pair is %s (distinct_weight=%s)", rule, config.distinct_weight)
     return samples, weight, report
 
