@@ -192,3 +192,30 @@ def test_damaged_cell_file_is_named(tmp_path: Path) -> None:
     path.write_text('{"table": "baselines", "f1": 0.5')  # cut short
     with pytest.raises(ConfigError, match=f"{path}: not a readable cell file"):
         summarize_experiment(tmp_path)
+
+
+def test_beta_table_says_when_beta_cannot_act(tmp_path: Path) -> None:
+    # distinct pairs with weight one (the small preset): oversampling repeats pairs that then train once
+    # each, so every beta gives the same samples and weights, and the plan says so; on every sample it acts.
+    import dataclasses
+
+    import numpy as np
+
+    from logllm.config import preset
+    from logllm.experiment.plan import beta_notes, plan
+    from logllm.training.sampling import training_samples
+
+    ids = [[1, 2], [1, 2], [3], [4, 5], [6], [7], [8], [9]]
+    labels = np.array([0, 0, 0, 1, 0, 0, 0, 0])
+    small = preset("small")
+    got = {b: training_samples(ids, labels, dataclasses.replace(small, beta=b).validate()) for b in (0.0, 0.3)}
+    assert got[0.0][0].tolist() == got[0.3][0].tolist() and got[0.0][1].tolist() == got[0.3][1].tolist()
+    every = {b: training_samples(ids, labels, dataclasses.replace(small, beta=b, distinct_samples=False).validate())
+             for b in (0.0, 0.3)}
+    assert len(every[0.3][0]) > len(every[0.0][0])  # on every sample, beta adds anomalous repeats
+
+    data = {"hdfs": str(tmp_path / "d{seed}")}
+    _, notes = plan("beta", ExperimentOptions(data=data, seeds=(0, 1)), [])
+    assert len(notes) == 1 and "lora_every_sample.toml" in notes[0]
+    every_file = Path(__file__).parents[2] / "benchmarks" / "decoder_variants" / "lora_every_sample.toml"
+    assert beta_notes(ExperimentOptions(data=data, config=every_file)) == []

@@ -156,6 +156,19 @@ def table_methods(table: str, options: ExperimentOptions, bench_methods: Sequenc
     return chosen
 
 
+def beta_notes(options: ExperimentOptions) -> list[str]:
+    """Why Fig. 4 would be flat by construction: with distinct pairs of weight one (the small preset)
+    oversampling only repeats pairs that are then trained once each, so every beta trains alike."""
+    from logllm.config import resolve_config
+
+    config = resolve_config(None, options.config, {})
+    if config.distinct_samples and config.distinct_weight == "one":
+        return ["beta: this --config trains distinct pairs with distinct_weight 'one', so every beta trains the same "
+                "pairs with the same weights (oversampling only repeats pairs); for Fig. 4 use a config that trains "
+                "on every sample, e.g. --config benchmarks/decoder_variants/lora_every_sample.toml"]
+    return []
+
+
 def plan(table: str, options: ExperimentOptions, bench_methods: Sequence[str]) -> tuple[list[Cell], list[str]]:
     """The cells of ``table`` in the order they run (seed outermost, so seed 0 of every cell comes
     first), and notes on settings left out (each logged by the caller)."""
@@ -181,6 +194,8 @@ def plan(table: str, options: ExperimentOptions, bench_methods: Sequence[str]) -
                 settings = [(LOGLLM, v) for v in options.stages]
             elif table == "beta":
                 settings = [(LOGLLM, f"beta={_number(b)}") for b in options.betas]
+                if seed == options.seeds[0] and dataset == next(iter(options.data)):
+                    notes += beta_notes(options)
             else:
                 conditions = [f"ratio={_number(r)}" for r in options.ratios]
                 if options.holdout_templates:
