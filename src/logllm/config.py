@@ -230,7 +230,7 @@ class TrainConfig:
 
 def _small_stages() -> list[StageConfig]:
     # The paper's stage structure and learning rates with per-epoch sample caps, so that the whole run
-    # with the SmolLM2 decoder takes about 20 minutes on a 2-core CPU. The preset trains on distinct
+    # with the SmolLM2 decoder trains in about 15 minutes on a 2-core CPU. The preset trains on distinct
     # (sequence, label) pairs, so a cap counts pairs: 500 in stages 1, 2a and 2b (the LLM learns the
     # answer template within a few steps), and three stage-3 epochs of up to 1,250 pairs (all of
     # HDFS_2pct's ~1,240). Chosen on validation data (docs/model.md, "Decoders and results").
