@@ -81,7 +81,7 @@ def test_resume_in_stage_3_is_exact_with_a_lora_decoder(tiny_prepared: Path, tin
     assert adapter["base_model_name_or_path"] == str(tiny_models.llama)  # the config's setting, not a cache path
 
 
-def test_distinct_samples_is_off_unless_asked():
+def test_distinct_samples_is_on_in_small_only():
     # Off by default and in `paper`; on in `small`, with weight "one" (chosen on validation, docs/model.md).
     from logllm.config import TrainConfig, preset
 

@@ -194,12 +194,12 @@ def plan(table: str, options: ExperimentOptions, bench_methods: Sequence[str]) -
                 settings = [(LOGLLM, v) for v in options.stages]
             elif table == "beta":
                 settings = [(LOGLLM, f"beta={_number(b)}") for b in options.betas]
-                if seed == options.seeds[0] and dataset == next(iter(options.data)):
-                    notes += beta_notes(options)
             else:
                 conditions = [f"ratio={_number(r)}" for r in options.ratios]
                 if options.holdout_templates:
                     conditions.append(f"holdout={options.holdout_templates}")
                 settings = [(m, c) for c in conditions for m in methods]
             cells += [Cell(filed, dataset, m, s, seed) for m, s in settings]
+    if table == "beta":
+        notes += beta_notes(options)
     return cells, notes
