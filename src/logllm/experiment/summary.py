@@ -69,7 +69,7 @@ def aggregate(cells: pl.DataFrame) -> pl.DataFrame:
                            pl.col("seed").sort().cast(pl.String).str.join(",").alias("seed_list")]
     for m in METRICS:
         aggs += [pl.col(m).mean().alias(f"{m}_mean"), pl.col(m).std(ddof=1).alias(f"{m}_sd")]
-    return (cells.sort(["table", "dataset", "method", "order", "setting"])
+    return (cells.sort(["table", "dataset", "method", "order", "setting", "seed"])  # seed: sums in one order
             .group_by(["table", "dataset", "method", "setting"], maintain_order=True).agg(aggs))
 
 
